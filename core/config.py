@@ -1,0 +1,150 @@
+"""One validated object that describes an experiment, for the CLI and the page alike.
+
+Every hyperparameter lives here, with its default and its bounds, so that a run's
+``config.yaml`` is a complete record of what was done.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PRESET_NAMES = ("none", "scenario1", "scenario2", "scenario3", "lower_k", "top_quarter")
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message is one line, naming the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskConfig(_Strict):
+    """Where one task's examples come from: local files or a hub data set name."""
+
+    train: str = Field(description="training file (csv/tsv/json/jsonl/parquet) or hub data set name")
+    validation: str | None = Field(None, description="validation file; omitted: a seeded split of train")
+    hub_subset: str | None = Field(None, description="configuration name of a hub data set")
+    train_split: str = Field("train", description="split name of a hub data set used for training")
+    validation_split: str | None = Field(None, description="split name of a hub data set for validation")
+    text_column: str = "text"
+    label_column: str = "label"
+    max_train_examples: int | None = Field(None, gt=0)
+    max_validation_examples: int | None = Field(None, gt=0)
+    validation_fraction: float = Field(0.2, gt=0, lt=1, description="used when no validation is given")
+    loss_weight: float = Field(1.0, gt=0, le=100)
+
+
+class FreezeConfig(_Strict):
+    """What is frozen: a preset, explicit part names, or both (their union)."""
+
+    preset: Literal[PRESET_NAMES] | None = None  # type: ignore[valid-type]
+    k: int | None = Field(None, ge=0, description="lower_k: how many lower layers to freeze")
+    head: str | None = Field(None, description="scenario3: which task head to freeze")
+    parts: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _preset_arguments(self) -> "FreezeConfig":
+        if self.preset == "lower_k" and self.k is None:
+            raise ValueError("preset lower_k needs k (the number of lower layers to freeze)")
+        if self.preset == "scenario3" and not self.head:
+            raise ValueError("preset scenario3 needs head (the task whose head is frozen)")
+        return self
+
+
+class TrainingConfig(_Strict):
+    epochs: int = Field(3, ge=1, le=100)
+    batch_size: int = Field(32, ge=1, le=1024)
+    learning_rate: float = Field(5e-5, gt=0, le=1e-2, description="backbone learning rate")
+    head_learning_rate: float = Field(1e-3, gt=0, le=1e-1, description="learning rate of the task heads")
+    weight_decay: float = Field(0.01, ge=0, le=1)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    max_length: int = Field(64, ge=8, le=4096, description="tokens per example; capped by the backbone")
+    seed: int = Field(0, ge=0)
+    eval_every: int = Field(25, ge=0, description="evaluate every N steps (0: once per epoch), and at the end")
+    task_sampling: Literal["proportional", "equal"] = "proportional"
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    cache_frozen_prefix: bool = Field(True, description="reuse the frozen prefix's activations across epochs")
+    length_bucketing: bool = Field(True, description="batch examples of similar length to cut padding")
+
+
+class ExperimentConfig(_Strict):
+    """The whole experiment. ``tasks`` omitted means the built-in demo data."""
+
+    name: str | None = Field(None, max_length=80)
+    backbone: str = Field("minilm", min_length=1)
+    pooling: Literal["mean", "cls"] = "mean"
+    head_dropout: float = Field(0.1, ge=0, lt=1)
+    tasks: dict[str, TaskConfig] | None = None
+    freeze: FreezeConfig = Field(default_factory=FreezeConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    init_from: str | None = Field(None, description="a run id or run folder whose weights to start from")
+
+    @model_validator(mode="after")
+    def _task_names(self) -> "ExperimentConfig":
+        if self.tasks is not None:
+            if not self.tasks:
+                raise ValueError("tasks is empty: give one task or more, or omit it for the demo data")
+            for name in self.tasks:
+                if not name.replace("_", "").replace("-", "").isalnum():
+                    raise ValueError(f"task name {name!r} may hold only letters, digits, '-' and '_'")
+        return self
+
+    @property
+    def task_names(self) -> list[str]:
+        return list(self.tasks) if self.tasks else ["topic", "sentiment"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _one_line(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "config"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        parts.append(f"{where}: {message}")
+    return "invalid config: " + "; ".join(parts)
+
+
+def parse_config(data: Any) -> ExperimentConfig:
+    """Validate a mapping into an ExperimentConfig, or raise ConfigError with one line."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("invalid config: the top level must be a mapping of keys to values")
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_one_line(error)) from None
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read a YAML (or JSON, which is YAML) config file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (UnicodeDecodeError, IsADirectoryError, PermissionError) as error:
+        raise ConfigError(f"{path}: cannot read the config ({type(error).__name__})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or "syntax error"
+        raise ConfigError(f"{path}: YAML syntax error{where}: {problem}") from None
+    return parse_config(data)
+
+
+def dump_config(config: ExperimentConfig) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

@@ -1,0 +1,279 @@
+"""Task data: the built-in demo set, or per-task files / hub data sets through ``datasets``.
+
+Every problem with the data surfaces as a ``DataError`` whose message is one line
+naming the file and what is wrong, never a traceback.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEMO_CSV = Path(__file__).parent / "demo_data" / "demo.csv"
+FORMATS = {".csv": ("csv", ","), ".tsv": ("csv", "\t"), ".tab": ("csv", "\t"), ".json": ("json", None),
+           ".jsonl": ("json", None), ".parquet": ("parquet", None)}
+MAX_LABELS = 1000
+MAX_FILE_MB = 1024
+
+
+class DataError(ValueError):
+    """Data that cannot be used; the message is one line naming the source."""
+
+
+@dataclass
+class TaskData:
+    """One task's examples, with labels as indices into ``labels``."""
+
+    name: str
+    labels: list[str]
+    train_texts: list[str]
+    train_labels: list[int]
+    val_texts: list[str]
+    val_labels: list[int]
+    source: str = "demo"
+    notes: list[str] = field(default_factory=list)
+
+    def class_counts(self, split: str = "train") -> dict[str, int]:
+        ids = self.train_labels if split == "train" else self.val_labels
+        return {label: ids.count(i) for i, label in enumerate(self.labels)}
+
+
+@dataclass
+class Table:
+    """Raw columns read from one source, before labels are indexed."""
+
+    texts: list
+    labels: list
+    label_names: list[str] | None  # from a hub ClassLabel feature
+    source: str
+
+
+def load_tasks(config) -> dict[str, TaskData]:
+    """All tasks of an ExperimentConfig; the demo set when it names none."""
+    if not config.tasks:
+        return load_demo_tasks()
+    return {name: load_task(name, task, config.training.seed) for name, task in config.tasks.items()}
+
+
+# ---- the built-in demo set -------------------------------------------------------------
+
+
+def load_demo_rows() -> list[dict[str, str]]:
+    with DEMO_CSV.open(encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def load_demo_tasks() -> dict[str, TaskData]:
+    """Topic and sentiment from the demo set, with its fixed validation split."""
+    rows = load_demo_rows()
+    train = [r for r in rows if r["split"] == "train"]
+    val = [r for r in rows if r["split"] == "validation"]
+    tasks = {}
+    for task in ("topic", "sentiment"):
+        labels = sorted({r[task] for r in rows}, key=_demo_order(task))
+        index = {label: i for i, label in enumerate(labels)}
+        tasks[task] = TaskData(
+            name=task, labels=labels,
+            train_texts=[r["text"] for r in train], train_labels=[index[r[task]] for r in train],
+            val_texts=[r["text"] for r in val], val_labels=[index[r[task]] for r in val],
+            source=f"built-in demo ({DEMO_CSV.name})",
+        )
+    return tasks
+
+
+def _demo_order(task: str):
+    order = {"sentiment": ["negative", "neutral", "positive"]}.get(task, [])
+    return lambda label: (order.index(label) if label in order else len(order), label)
+
+
+# ---- per-task files and hub data sets --------------------------------------------------
+
+
+def load_task(name: str, task, seed: int = 0) -> TaskData:
+    """Read one task's train (and validation) data, check it, and index its labels."""
+    train = read_table(task.train, task, task.train_split)
+    if task.validation or (is_hub_name(task.train) and task.validation_split):
+        val = read_table(task.validation or task.train, task, task.validation_split or "validation")
+    else:
+        train, val = split_table(train, task.validation_fraction, seed)
+    train = cap(train, task.max_train_examples, seed)
+    val = cap(val, task.max_validation_examples, seed)
+    return index_labels(name, train, val)
+
+
+def is_hub_name(source: str) -> bool:
+    path = Path(source).expanduser()
+    return not path.exists() and path.suffix.lower() not in FORMATS and not source.startswith((".", "/", "~"))
+
+
+def read_table(source: str, task, split: str) -> Table:
+    """Read the text and label columns of a local file or a hub data set."""
+    if is_hub_name(source):
+        dataset = _load_hub(source, task.hub_subset, split)
+        where = f"hub data set {source!r} ({split})"
+    else:
+        path = check_file(source)
+        dataset = _load_file(path)
+        where = str(source)
+    columns = list(dataset.column_names)
+    for role, column in (("text", task.text_column), ("label", task.label_column)):
+        if column not in columns:
+            raise DataError(f"{where}: no {role} column {column!r}; columns are: {', '.join(columns)}")
+    if len(dataset) == 0:
+        raise DataError(f"{where}: the file has a header but no rows")
+    feature = dataset.features[task.label_column]
+    names = list(feature.names) if hasattr(feature, "names") else None
+    return Table(list(dataset[task.text_column]), list(dataset[task.label_column]), names, where)
+
+
+def check_file(source: str) -> Path:
+    """Catch the common file problems before a parser turns them into tracebacks."""
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise DataError(f"{source}: file not found")
+    if path.is_dir():
+        raise DataError(f"{source}: is a folder, not a data file")
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise DataError(f"{source}: unsupported file type {suffix or '(none)'}; use {', '.join(FORMATS)}")
+    size = path.stat().st_size
+    if size == 0:
+        raise DataError(f"{source}: the file is empty")
+    if size > MAX_FILE_MB * 2**20:
+        raise DataError(f"{source}: the file is {size / 2**20:.0f} MB, over the {MAX_FILE_MB} MB limit")
+    if FORMATS[suffix][0] != "parquet":
+        raw = path.read_bytes()
+        if b"\x00" in raw[:65536]:
+            raise DataError(f"{source}: this is not a text file (it holds binary data)")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise DataError(
+                f"{source}: the text is not UTF-8 (byte 0x{raw[error.start]:02x} at offset {error.start}); "
+                "save it as UTF-8"
+            ) from None
+        if not text.strip():
+            raise DataError(f"{source}: the file is empty")
+    return path
+
+
+def _load_file(path: Path):
+    import datasets
+
+    builder, delimiter = FORMATS[path.suffix.lower()]
+    options = {}
+    if builder == "csv":
+        options = {"delimiter": delimiter, "keep_default_na": False}  # "NA" and "null" stay text
+    datasets.disable_progress_bars()
+    try:
+        return datasets.load_dataset(builder, data_files=str(path), split="train", **options)
+    except Exception as error:  # parsers raise many types; the user needs one sentence
+        raise DataError(f"{path}: cannot read it as {path.suffix.lower()[1:]}: {_root_cause(error)}") from None
+
+
+def _load_hub(name: str, subset: str | None, split: str):
+    import datasets
+
+    datasets.disable_progress_bars()
+    try:
+        return datasets.load_dataset(name, subset, split=split)
+    except Exception as error:
+        cause = _root_cause(error)
+        if "offline" in cause.lower() or "connect" in cause.lower() or "Couldn't find" in cause:
+            cause = "it is not cached and the hub cannot be reached (offline); use a local file"
+        raise DataError(f"hub data set {name!r}: {cause}") from None
+
+
+def _root_cause(error: BaseException) -> str:
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__
+    text = str(error).strip().splitlines()
+    line = text[-1] if text else type(error).__name__
+    return line[:300]
+
+
+def split_table(table: Table, fraction: float, seed: int) -> tuple[Table, Table]:
+    """A seeded random train/validation split, for tasks without a validation file."""
+    order = list(range(len(table.texts)))
+    random.Random(seed).shuffle(order)
+    n_val = max(1, round(len(order) * fraction))
+    if len(order) - n_val < 2:
+        raise DataError(f"{table.source}: only {len(order)} rows, too few to split off validation data")
+    pick = lambda idx: Table([table.texts[i] for i in idx], [table.labels[i] for i in idx], table.label_names,
+                             table.source)  # noqa: E731
+    return pick(order[n_val:]), pick(order[:n_val])
+
+
+def cap(table: Table, limit: int | None, seed: int) -> Table:
+    """Keep a seeded random ``limit`` rows, so a file sorted by label still gives every class."""
+    if limit is None or len(table.texts) <= limit:
+        return table
+    order = sorted(random.Random(seed + 1).sample(range(len(table.texts)), limit))
+    return Table([table.texts[i] for i in order], [table.labels[i] for i in order], table.label_names,
+                 table.source)
+
+
+def _is_blank(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
+
+
+def clean_texts(table: Table) -> Table:
+    """Drop rows without text; refuse a column with no real text."""
+    keep = [i for i, t in enumerate(table.texts) if not _is_blank(t)]
+    if not keep:
+        raise DataError(f"{table.source}: the text column is empty in every row")
+    if all(isinstance(table.texts[i], (int, float)) or str(table.texts[i]).strip().replace(".", "").replace(
+            "-", "").isdigit() for i in keep):
+        raise DataError(f"{table.source}: the text column holds only numbers; did you pick the wrong column?")
+    return Table([str(table.texts[i]) for i in keep], [table.labels[i] for i in keep], table.label_names,
+                 table.source)
+
+
+def label_names(table: Table) -> list:
+    """Distinct labels in a stable order: numeric order for numbers, else alphabetical."""
+    blanks = [i for i, v in enumerate(table.labels) if _is_blank(v)]
+    if blanks:
+        raise DataError(
+            f"{table.source}: {len(blanks)} row(s) have an empty label (first at data row {blanks[0] + 1}); "
+            "fill them in or remove them"
+        )
+    distinct = set(table.labels)
+    if len(distinct) > MAX_LABELS:
+        raise DataError(
+            f"{table.source}: {len(distinct)} distinct labels (over {MAX_LABELS}); did you pick the text column "
+            "as the label column?"
+        )
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in distinct)
+    return sorted(distinct) if numeric else sorted(distinct, key=str)
+
+
+def _label_text(value, names: list[str] | None) -> str:
+    if names is not None and isinstance(value, int) and 0 <= value < len(names):
+        return names[value]
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def index_labels(name: str, train: Table, val: Table) -> TaskData:
+    """Turn raw labels into indices, with the checks that need both splits."""
+    train, val = clean_texts(train), clean_texts(val)
+    raw = label_names(train)
+    if len(raw) < 2:
+        raise DataError(f"{train.source}: only one class ({_label_text(raw[0], train.label_names)!r}) in "
+                        f"task {name!r}; a classifier needs two or more")
+    labels = [_label_text(v, train.label_names) for v in raw]
+    index = {label: i for i, label in enumerate(labels)}
+    label_names(val)  # same blank / count checks
+    val_text = [_label_text(v, val.label_names) for v in val.labels]
+    unseen = sorted(set(val_text) - set(index))
+    if unseen:
+        raise DataError(f"{val.source}: validation labels never seen in training: {', '.join(unseen[:10])}")
+    return TaskData(
+        name=name, labels=labels,
+        train_texts=train.texts, train_labels=[index[_label_text(v, train.label_names)] for v in train.labels],
+        val_texts=val.texts, val_labels=[index[t] for t in val_text], source=train.source,
+    )

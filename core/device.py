@@ -1,0 +1,55 @@
+"""Device and precision, chosen through Accelerate: CUDA, then Apple MPS, then CPU."""
+
+from __future__ import annotations
+
+import torch
+
+
+class DeviceError(ValueError):
+    pass
+
+
+def available_device() -> str:
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def resolve_device(requested: str) -> str:
+    if requested == "auto":
+        return available_device()
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("device 'cuda' was asked for, but no CUDA GPU is available; use 'auto' or 'cpu'")
+    if requested == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise DeviceError("device 'mps' was asked for, but Apple MPS is not available; use 'auto' or 'cpu'")
+    return requested
+
+
+def resolve_precision(requested: str, device: str) -> str:
+    """Accelerate's mixed_precision name: bf16 where the GPU has it, else fp16; full precision on CPU/MPS."""
+    if requested == "auto":
+        if device == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "no"
+    if requested == "fp16" and device == "cpu":
+        raise DeviceError("precision fp16 needs a GPU; use bf16 or fp32 on the CPU")
+    return {"fp32": "no"}.get(requested, requested)
+
+
+def make_accelerator(device: str, precision: str):
+    """A fresh Accelerator; its shared state is reset so runs in one process may differ."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    return Accelerator(cpu=device == "cpu", mixed_precision=precision)
+
+
+def describe_device(device: str) -> str:
+    if device == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(0)})"
+    if device == "mps":
+        return "mps (Apple GPU)"
+    return f"cpu ({torch.get_num_threads()} threads)"

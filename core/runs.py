@@ -1,0 +1,194 @@
+"""The run store: one folder per run, which is the whole record of that run.
+
+``<runs dir>/<run id>/`` holds ``config.yaml``, ``metrics.jsonl`` (appended as
+events happen), ``summary.json`` (rewritten atomically), and the weights
+(``backbone/`` and ``heads.safetensors``). The page, the CLI and comparisons
+all read runs back through this module, live or finished alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import time
+from pathlib import Path
+
+from core import events as ev
+from core.config import ExperimentConfig, dump_config, load_config
+
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
+ACTIVE = "running"
+MIN_FREE_MB = 200
+
+
+class RunError(ValueError):
+    """A run that cannot be found, created or changed; one line."""
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write then rename, so that a crash never leaves a half-written file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, data: dict) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False))
+
+
+def pid_alive(pid: int | None, host: str | None = None) -> bool:
+    if not pid or (host and host != socket.gethostname()):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Run:
+    """One run's folder."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.id = self.path.name
+
+    config_path = property(lambda self: self.path / "config.yaml")
+    metrics_path = property(lambda self: self.path / "metrics.jsonl")
+    summary_path = property(lambda self: self.path / "summary.json")
+    backbone_dir = property(lambda self: self.path / "backbone")
+    heads_path = property(lambda self: self.path / "heads.safetensors")
+
+    def summary(self) -> dict:
+        try:
+            return json.loads(self.summary_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {"run_id": self.id, "status": "unknown"}
+
+    def write_summary(self, summary: dict) -> None:
+        atomic_write_json(self.summary_path, summary)
+
+    def update_summary(self, **changes) -> dict:
+        summary = {**self.summary(), **changes}
+        self.write_summary(summary)
+        return summary
+
+    def config(self) -> ExperimentConfig:
+        return load_config(self.config_path)
+
+    def append_event(self, event) -> None:
+        """A subscriber: one JSON line per event, flushed at once."""
+        with open(self.metrics_path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(ev.to_dict(event)) + "\n")
+
+    def events(self) -> list:
+        """Every stored event; a torn last line (a crash mid-write) is skipped."""
+        if not self.metrics_path.exists():
+            return []
+        out = []
+        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(ev.from_dict(json.loads(line)))
+            except (ValueError, TypeError, KeyError):
+                continue
+        return out
+
+    @property
+    def status(self) -> str:
+        return self.summary().get("status", "unknown")
+
+    @property
+    def name(self) -> str:
+        return self.summary().get("name") or self.id
+
+    def has_weights(self) -> bool:
+        return self.heads_path.exists() and (self.backbone_dir / "config.json").exists()
+
+
+class RunStore:
+    def __init__(self, root: str | Path = "runs"):
+        self.root = Path(root).expanduser()
+
+    def check_writable(self) -> None:
+        """Fail before training, not halfway: the folder must exist or be creatable, and have room."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".write-test-{os.getpid()}"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as error:
+            raise RunError(f"cannot write to the runs folder {self.root}: {error.strerror or error}") from None
+        free_mb = shutil.disk_usage(self.root).free / 2**20
+        if free_mb < MIN_FREE_MB:
+            raise RunError(f"only {free_mb:.0f} MB free under {self.root}; a run needs at least {MIN_FREE_MB} MB")
+
+    def new_id(self, config: ExperimentConfig) -> str:
+        label = config.name or config.freeze.preset or ("custom" if config.freeze.parts else "none")
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-").lower()[:40] or "run"
+        base = f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}"
+        run_id, n = base, 1
+        while (self.root / run_id).exists():
+            n += 1
+            run_id = f"{base}-{n}"
+        return run_id
+
+    def create(self, config: ExperimentConfig) -> Run:
+        self.check_writable()
+        run_id = self.new_id(config)
+        path = self.root / run_id
+        path.mkdir()
+        run = Run(path)
+        atomic_write_text(run.config_path, dump_config(config))
+        run.write_summary({
+            "run_id": run_id, "name": config.name or run_id, "status": ACTIVE, "started_at": time.time(),
+            "pid": os.getpid(), "host": socket.gethostname(), "backbone": config.backbone,
+        })
+        return run
+
+    def get(self, run: str | Path) -> Run:
+        """A run by id (validated, so no name escapes the store) or by its folder path."""
+        text = str(run)
+        candidate = Path(text).expanduser()
+        if ("/" in text or os.sep in text) and candidate.is_dir():
+            return Run(candidate)
+        if not RUN_ID.match(text):
+            raise RunError(f"invalid run id {text!r}: use letters, digits, '.', '-' and '_'")
+        path = self.root / text
+        if not (path / "summary.json").exists():
+            raise RunError(f"no run {text!r} in {self.root}")
+        return Run(path)
+
+    def list(self) -> list[Run]:
+        """Every run, newest first; runs left 'running' by a dead process are marked interrupted."""
+        if not self.root.is_dir():
+            return []
+        runs = [Run(p) for p in self.root.iterdir() if (p / "summary.json").exists()]
+        for run in runs:
+            self.mark_if_interrupted(run)
+        return sorted(runs, key=lambda r: r.summary().get("started_at", 0), reverse=True)
+
+    def mark_if_interrupted(self, run: Run) -> None:
+        summary = run.summary()
+        if summary.get("status") == ACTIVE and not pid_alive(summary.get("pid"), summary.get("host")):
+            run.update_summary(status="interrupted", message="the process that ran it ended before it finished")
+
+    def rename(self, run_id: str, name: str) -> None:
+        name = name.strip()
+        if not name or len(name) > 80:
+            raise RunError("a run name must have 1 to 80 characters")
+        self.get(run_id).update_summary(name=name)
+
+    def delete(self, run_id: str) -> None:
+        run = self.get(run_id)
+        summary = run.summary()
+        if summary.get("status") == ACTIVE and pid_alive(summary.get("pid"), summary.get("host")):
+            raise RunError(f"run {run_id} is still training; stop it first")
+        shutil.rmtree(run.path)

@@ -1,0 +1,310 @@
+"""The training loop, top to bottom.
+
+``prepare`` turns a config into an Experiment (data, model, freeze plan) and raises a
+one-line error for anything wrong with the input, before any run folder exists.
+``run_experiment`` then trains (or, with everything frozen, only evaluates), streams
+events to its subscribers and stores everything in the run's folder.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from core import checkpoints, device as devices
+from core.batching import EncodedSplit, collate, encode, epoch_schedule, steps_per_epoch
+from core.config import ExperimentConfig
+from core.data import DataError, TaskData, load_tasks
+from core.events import EvalEvent, EventBus, ProgressEvent, StateEvent, StepEvent, Subscriber
+from core.freezing import FreezePlan, apply_plan, frozen_parts, trainable_parameters
+from core.locks import training_lock
+from core.metrics import accuracy, confusion_matrix, macro_f1
+from core.model import MultiTaskModel
+from core.presets import plan_from_config
+from core.runs import Run, RunStore
+
+OOM_HINT = "out of memory: try a smaller batch size or max length"
+
+
+class StopRequested(Exception):
+    """Raised inside the loop when the caller asked to stop."""
+
+
+@dataclass
+class Experiment:
+    """Everything a run needs, checked and ready."""
+
+    config: ExperimentConfig
+    tasks: dict[str, TaskData]
+    model: MultiTaskModel
+    tokenizer: object
+    plan: FreezePlan
+    params: dict
+    device: str
+    precision: str
+    warm_start: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def trains(self) -> bool:
+        return self.params["trainable"] > 0
+
+
+def build_model(config: ExperimentConfig, tasks: dict[str, TaskData], store: RunStore):
+    """The backbone (pretrained, or from ``init_from``) and one head per task."""
+    from core.backbones import load_backbone
+
+    task_labels = {name: task.labels for name, task in tasks.items()}
+    if not config.init_from:
+        backbone, tokenizer = load_backbone(config.backbone, config.pooling)
+        return MultiTaskModel(backbone, task_labels, config.pooling, config.head_dropout), tokenizer, None
+    source = store.get(config.init_from)
+    if not source.has_weights():
+        raise DataError(f"init_from: run {source.id} has no saved weights (status {source.status})")
+    model, tokenizer = checkpoints.load_run_model(source, config.head_dropout)
+    for name, task in tasks.items():
+        if name in model.heads:
+            tasks[name] = align_labels(task, model.heads[name].labels, source.id)
+    fresh = MultiTaskModel(model.backbone, {n: t.labels for n, t in tasks.items()}, model.pooling,
+                           config.head_dropout)
+    for name in tasks:
+        if name in model.heads:
+            fresh.heads[name] = model.heads[name]
+    return fresh, tokenizer, source.id
+
+
+def align_labels(task: TaskData, head_labels: list[str], run_id: str) -> TaskData:
+    """Re-index a task's labels to a warm-started head's label order."""
+    unknown = sorted(set(task.labels) - set(head_labels))
+    if unknown:
+        raise DataError(f"task {task.name!r}: labels {', '.join(unknown[:5])} are unknown to run {run_id}'s "
+                        f"head, which knows {', '.join(head_labels)}")
+    remap = [head_labels.index(label) for label in task.labels]
+    task.train_labels = [remap[i] for i in task.train_labels]
+    task.val_labels = [remap[i] for i in task.val_labels]
+    task.labels = list(head_labels)
+    return task
+
+
+def prepare(config: ExperimentConfig, runs_dir: str | Path = "runs") -> Experiment:
+    """Load and check everything; raises a one-line error before any run exists."""
+    device = devices.resolve_device(config.training.device)
+    precision = devices.resolve_precision(config.training.precision, device)
+    torch.manual_seed(config.training.seed)
+    tasks = load_tasks(config)
+    model, tokenizer, warm = build_model(config, tasks, RunStore(runs_dir))
+    plan = plan_from_config(config.freeze, list(model.parts()))
+    params = apply_plan(model, plan)
+    return Experiment(config, tasks, model, tokenizer, plan, params, device, precision, warm)
+
+
+def run_experiment(config: ExperimentConfig, runs_dir: str | Path = "runs",
+                   subscribers: list[Subscriber] | None = None,
+                   stop: threading.Event | None = None, experiment: Experiment | None = None) -> Run:
+    """Prepare, then train and store one run. Returns the run; its summary has the outcome."""
+    store = RunStore(runs_dir)
+    store.check_writable()
+    experiment = experiment or prepare(config, runs_dir)
+    with training_lock(experiment.device):
+        run = store.create(config)
+        bus = EventBus([run.append_event, *(subscribers or [])])
+        Trainer(experiment, run, bus, stop or threading.Event()).run()
+    return run
+
+
+class Trainer:
+    """One run's loop. Holds what the steps share; each method is one stage."""
+
+    def __init__(self, experiment: Experiment, run: Run, bus: EventBus, stop: threading.Event):
+        self.x, self.run_folder, self.bus, self.stop = experiment, run, bus, stop
+        self.cfg = experiment.config.training
+        self.step = 0
+        self.train_seconds = 0.0
+        self.train_examples = 0
+        self.peak_mb = 0.0
+        self.last_eval: dict = {}
+        self.started = time.time()
+
+    # -- the whole run ---------------------------------------------------------------------
+    def run(self) -> None:
+        self.bus.emit(StateEvent("started", f"training on {devices.describe_device(self.x.device)}"))
+        status, message = "finished", ""
+        try:
+            self.setup()
+            if self.x.trains:
+                self.train()
+                self.evaluate(final=True)
+            else:
+                status, message = "evaluated", "every part is frozen: nothing can learn, so the run only evaluates"
+                self.evaluate(final=True)
+        except StopRequested:
+            status, message = "stopped", f"stopped at step {self.step} of {self.total_steps}"
+        except torch.OutOfMemoryError:
+            status, message = "failed", OOM_HINT
+            self.release_memory()
+        except Exception as error:  # the run is stored as failed, and the next one can start
+            status, message = "failed", f"{type(error).__name__}: {error}".splitlines()[0][:500]
+            if "out of memory" in str(error).lower():
+                message = OOM_HINT
+                self.release_memory()
+        if status in ("finished", "stopped", "evaluated"):
+            checkpoints.save_weights(self.model_for_saving(), self.x.tokenizer, self.run_folder)
+        self.write_summary(status, message)
+        self.bus.emit(StateEvent(status, message))
+
+    def setup(self) -> None:
+        cfg, x = self.cfg, self.x
+        random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        self.accelerator = devices.make_accelerator(x.device, x.precision)
+        self.device = self.accelerator.device
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        self.pad_id = x.tokenizer.pad_token_id if x.tokenizer.pad_token_id is not None else 0
+        self.train_splits = {n: EncodedSplit(encode(x.tokenizer, t.train_texts, cfg.max_length), t.train_labels)
+                             for n, t in x.tasks.items()}
+        self.val_splits = {n: EncodedSplit(encode(x.tokenizer, t.val_texts, cfg.max_length), t.val_labels)
+                           for n, t in x.tasks.items()}
+        self.steps_per_epoch = steps_per_epoch(self.train_splits, cfg.batch_size, cfg.task_sampling)
+        self.total_steps = self.steps_per_epoch * cfg.epochs if x.trains else 0
+        self.model = x.model
+        if x.trains:
+            self.optimizer = self.make_optimizer()
+            from transformers import get_linear_schedule_with_warmup
+
+            self.scheduler = get_linear_schedule_with_warmup(
+                self.optimizer, math.ceil(cfg.warmup_ratio * self.total_steps), self.total_steps)
+            self.model, self.optimizer, self.scheduler = self.accelerator.prepare(
+                self.model, self.optimizer, self.scheduler)
+        else:
+            self.model = self.accelerator.prepare(self.model)
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """AdamW over trainable parameters only; heads get their own learning rate."""
+        heads = {id(p) for p in self.x.model.heads.parameters()}
+        trainable = trainable_parameters(self.x.model)
+        groups = [
+            {"params": [p for p in trainable if id(p) not in heads], "lr": self.cfg.learning_rate},
+            {"params": [p for p in trainable if id(p) in heads], "lr": self.cfg.head_learning_rate},
+        ]
+        return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=self.cfg.weight_decay)
+
+    # -- training --------------------------------------------------------------------------
+    def train(self) -> None:
+        cfg = self.cfg
+        rng = random.Random(cfg.seed)
+        weights = self.loss_weights()
+        for epoch in range(cfg.epochs):
+            schedule = epoch_schedule(self.train_splits, cfg.batch_size, rng, cfg.length_bucketing,
+                                      cfg.task_sampling)
+            for i, (task, rows) in enumerate(schedule):
+                self.check_stop()
+                began = time.perf_counter()
+                loss = self.train_step(task, rows, weights[task])
+                self.train_seconds += time.perf_counter() - began
+                self.train_examples += len(rows)
+                self.step += 1
+                fraction = epoch + (i + 1) / len(schedule)
+                lr = self.scheduler.get_last_lr()[0]
+                self.bus.emit(StepEvent(self.step, round(fraction, 4), task, loss, lr))
+                self.emit_progress(fraction)
+                if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < self.total_steps:
+                    self.evaluate()
+            if not cfg.eval_every and epoch < cfg.epochs - 1:
+                self.evaluate()
+
+    def loss_weights(self) -> dict[str, float]:
+        tasks = self.x.config.tasks
+        return {name: (tasks[name].loss_weight if tasks else 1.0) for name in self.x.tasks}
+
+    def train_step(self, task: str, rows: list[int], weight: float) -> float:
+        split = self.train_splits[task]
+        input_ids, mask = collate([split.ids[r] for r in rows], self.pad_id)
+        labels = torch.tensor([split.labels[r] for r in rows], device=self.device)
+        self.model.train()
+        logits = self.model(task, input_ids.to(self.device), mask.to(self.device))
+        loss = F.cross_entropy(logits.float(), labels)
+        self.accelerator.backward(loss * weight)
+        self.accelerator.clip_grad_norm_(trainable_parameters(self.x.model), self.cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
+    def check_stop(self) -> None:
+        if self.stop.is_set():
+            raise StopRequested
+
+    def emit_progress(self, epoch: float) -> None:
+        rate = self.train_examples / self.train_seconds if self.train_seconds else 0.0
+        per_step = self.train_seconds / self.step if self.step else 0.0
+        eta = per_step * (self.total_steps - self.step)
+        self.track_memory()
+        self.bus.emit(ProgressEvent(self.step, self.total_steps, round(epoch, 4), round(rate, 2), round(eta, 1)))
+
+    # -- evaluation ------------------------------------------------------------------------
+    @torch.inference_mode()
+    def evaluate(self, final: bool = False) -> dict:
+        """Per task: loss, accuracy, macro-F1 and the confusion matrix on validation data."""
+        self.model.eval()
+        results = {}
+        for task, split in self.val_splits.items():
+            predictions, total_loss = [], 0.0
+            for start in range(0, len(split), self.cfg.batch_size * 2):
+                ids = split.ids[start:start + self.cfg.batch_size * 2]
+                input_ids, mask = collate(ids, self.pad_id)
+                labels = torch.tensor(split.labels[start:start + len(ids)], device=self.device)
+                logits = self.model(task, input_ids.to(self.device), mask.to(self.device)).float()
+                total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
+                predictions += logits.argmax(-1).tolist()
+            labels = self.x.tasks[task].labels
+            matrix = confusion_matrix(split.labels, predictions, len(labels))
+            results[task] = {"loss": total_loss / len(split), "accuracy": accuracy(matrix),
+                             "macro_f1": macro_f1(matrix), "labels": labels, "confusion": matrix}
+        self.model.train()
+        self.last_eval = results
+        epoch = self.step / self.steps_per_epoch if self.steps_per_epoch else 0.0
+        self.bus.emit(EvalEvent(self.step, round(epoch, 4), results, final))
+        return results
+
+    # -- bookkeeping -----------------------------------------------------------------------
+    def track_memory(self) -> None:
+        if self.device.type == "cuda":
+            self.peak_mb = torch.cuda.max_memory_allocated() / 2**20
+        else:
+            import psutil
+
+            self.peak_mb = max(self.peak_mb, psutil.Process().memory_info().rss / 2**20)
+
+    def release_memory(self) -> None:
+        for name in ("optimizer", "scheduler"):
+            self.__dict__.pop(name, None)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def model_for_saving(self) -> MultiTaskModel:
+        return self.accelerator.unwrap_model(self.model) if hasattr(self, "accelerator") else self.x.model
+
+    def write_summary(self, status: str, message: str) -> None:
+        self.track_memory()
+        x = self.x
+        summary = self.run_folder.summary()
+        summary.update({
+            "status": status, "message": message,
+            "tasks": {task: {k: r[k] for k in ("accuracy", "macro_f1", "loss", "labels", "confusion")}
+                      for task, r in self.last_eval.items()},
+            "params": x.params, "frozen": frozen_parts(x.model), "preset": x.config.freeze.preset,
+            "steps": self.step, "total_steps": getattr(self, "total_steps", 0),
+            "examples_per_second": round(self.train_examples / self.train_seconds, 2) if self.train_seconds else 0.0,
+            "train_seconds": round(self.train_seconds, 2), "wall_seconds": round(time.time() - self.started, 2),
+            "peak_memory_mb": round(self.peak_mb, 1), "device": x.device, "precision": x.precision,
+            "init_from": x.warm_start, "finished_at": time.time(),
+        })
+        self.run_folder.write_summary(summary)
