@@ -277,3 +277,12 @@ def index_labels(name: str, train: Table, val: Table) -> TaskData:
         train_texts=train.texts, train_labels=[index[_label_text(v, train.label_names)] for v in train.labels],
         val_texts=val.texts, val_labels=[index[t] for t in val_text], source=train.source,
     )
+
+
+def peek(source: str, hub_subset: str | None = None, split: str = "train", rows: int = 5) -> tuple[list[str], list[dict]]:
+    """Column names and the first few rows of a file or hub data set, for choosing columns."""
+    if is_hub_name(source):
+        dataset = _load_hub(source, hub_subset, split)
+    else:
+        dataset = _load_file(check_file(source))
+    return list(dataset.column_names), dataset.select(range(min(rows, len(dataset)))).to_list()

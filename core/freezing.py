@@ -7,8 +7,10 @@ stand on their own; the presets in ``core.presets`` only build plans.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:  # torch is imported lazily so the page can start without it
+    from torch import nn
 
 
 class FreezeError(ValueError):

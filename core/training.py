@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -107,13 +108,19 @@ def prepare(config: ExperimentConfig, runs_dir: str | Path = "runs") -> Experime
 
 def run_experiment(config: ExperimentConfig, runs_dir: str | Path = "runs",
                    subscribers: list[Subscriber] | None = None,
-                   stop: threading.Event | None = None, experiment: Experiment | None = None) -> Run:
-    """Prepare, then train and store one run. Returns the run; its summary has the outcome."""
+                   stop: threading.Event | None = None, experiment: Experiment | None = None,
+                   on_run: Callable[[Run], None] | None = None) -> Run:
+    """Prepare, then train and store one run. Returns the run; its summary has the outcome.
+
+    ``on_run`` is told the run folder as soon as it exists, so a caller can follow it live.
+    """
     store = RunStore(runs_dir)
     store.check_writable()
     experiment = experiment or prepare(config, runs_dir)
     with training_lock(experiment.device):
         run = store.create(config)
+        if on_run:
+            on_run(run)
         bus = EventBus([run.append_event, *(subscribers or [])])
         Trainer(experiment, run, bus, stop or threading.Event()).run()
     return run

@@ -1,0 +1,70 @@
+"""What a backbone is made of, for a page that must answer fast.
+
+``outline`` reads only ``config.json`` (no torch), so the freeze controls can be
+drawn at once; ``describe`` loads the model once and counts parameters per part;
+``readout`` turns those counts and a set of frozen parts into the trainable figures
+without touching a model, so a toggle updates the numbers instantly.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.backbones import resolve_source
+
+
+@dataclass(frozen=True)
+class Outline:
+    model_type: str
+    n_layers: int
+    hidden_size: int
+    has_pooler: bool
+
+
+def outline(backbone: str, pooling: str) -> Outline | None:
+    """Part layout from a local config.json; None when only the hub knows (use ``describe``)."""
+    try:
+        config_file = Path(resolve_source(backbone)) / "config.json"
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    layers = config.get("num_hidden_layers") or config.get("n_layers")
+    hidden = config.get("hidden_size") or config.get("dim")
+    if not layers or not hidden:
+        return None
+    pooler = pooling == "cls" and config.get("model_type") in ("bert", "roberta", "xlm-roberta", "mpnet")
+    return Outline(config.get("model_type", "?"), int(layers), int(hidden), pooler)
+
+
+def part_names(out: Outline, tasks: list[str]) -> list[str]:
+    names = ["embeddings", *(f"layer.{i}" for i in range(out.n_layers))]
+    if out.has_pooler:
+        names.append("pooler")
+    return names + [f"head.{t}" for t in tasks]
+
+
+def head_parameters(hidden_size: int, n_labels: int) -> int:
+    return hidden_size * n_labels + n_labels
+
+
+def describe(backbone: str, pooling: str) -> dict:
+    """Load the backbone once and count its parameters per part (heads excluded)."""
+    from core.backbones import discover_parts, load_backbone
+
+    model, _ = load_backbone(backbone, pooling)
+    parts = discover_parts(model).named()
+    counts = {name: sum(p.numel() for m in modules for p in m.parameters()) for name, modules in parts.items()}
+    hidden = getattr(model.config, "hidden_size", None) or model.config.dim
+    return {"model_type": model.config.model_type, "hidden_size": hidden, "n_layers": len(parts) - 1 -
+            ("pooler" in parts), "parts": counts, "extra_embedding_modules": discover_parts(model).extra_embedding_modules}
+
+
+def readout(part_counts: dict[str, int], frozen: set[str]) -> dict:
+    """Trainable and total per part and overall, for a set of frozen part names."""
+    by_part = {name: {"total": n, "trainable": 0 if name in frozen else n} for name, n in part_counts.items()}
+    total = sum(part_counts.values())
+    trainable = sum(v["trainable"] for v in by_part.values())
+    return {"total": total, "trainable": trainable, "percent": 100.0 * trainable / total if total else 0.0,
+            "by_part": by_part}

@@ -1,0 +1,97 @@
+"""Plotly figures built from a run's events; pure functions, so they are easy to test.
+
+The same functions draw a live run and a stored one: both are the events of
+``metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+PALETTE = ["#2f6fde", "#e4572e", "#29a35a", "#9b5de5", "#f3a712", "#17bebb", "#8d6a9f", "#c1292e"]
+
+
+def smooth(values: list[float], weight: float) -> list[float]:
+    """Exponential moving average (TensorBoard style); weight 0 returns the values."""
+    if not weight:
+        return list(values)
+    out, last = [], None
+    for v in values:
+        last = v if last is None else weight * last + (1 - weight) * v
+        out.append(last)
+    return out
+
+
+def step_losses(events, task: str) -> tuple[list[int], list[float], list[float]]:
+    """Steps, epochs and training losses of one task."""
+    rows = [e for e in events if e.kind == "step" and e.task == task]
+    return [e.step for e in rows], [e.epoch for e in rows], [e.loss for e in rows]
+
+
+def evaluations(events, task: str) -> dict[str, list]:
+    rows = [e for e in events if e.kind == "eval" and task in e.tasks]
+    return {
+        "step": [e.step for e in rows], "epoch": [e.epoch for e in rows],
+        "loss": [e.tasks[task]["loss"] for e in rows], "accuracy": [e.tasks[task]["accuracy"] for e in rows],
+        "macro_f1": [e.tasks[task]["macro_f1"] for e in rows],
+    }
+
+
+def tasks_in(events) -> list[str]:
+    seen = []
+    for e in events:
+        names = [e.task] if e.kind == "step" else list(e.tasks) if e.kind == "eval" else []
+        seen += [n for n in names if n not in seen]
+    return seen
+
+
+def task_figure(events, task: str, x: str = "step", smoothing: float = 0.0) -> go.Figure:
+    """Loss (train per step, validation) above, validation accuracy and macro-F1 below."""
+    steps, epochs, losses = step_losses(events, task)
+    ev = evaluations(events, task)
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        subplot_titles=(f"{task}: loss", f"{task}: validation accuracy and macro-F1"))
+    xs = steps if x == "step" else epochs
+    fig.add_trace(go.Scatter(x=xs, y=smooth(losses, smoothing), name="train loss", mode="lines",
+                             line={"color": PALETTE[0]}), 1, 1)
+    fig.add_trace(go.Scatter(x=ev[x], y=ev["loss"], name="validation loss", mode="lines+markers",
+                             line={"color": PALETTE[1]}), 1, 1)
+    fig.add_trace(go.Scatter(x=ev[x], y=ev["accuracy"], name="accuracy", mode="lines+markers",
+                             line={"color": PALETTE[2]}), 2, 1)
+    fig.add_trace(go.Scatter(x=ev[x], y=ev["macro_f1"], name="macro-F1", mode="lines+markers",
+                             line={"color": PALETTE[3], "dash": "dot"}), 2, 1)
+    fig.update_yaxes(range=[0, 1.02], row=2, col=1)
+    fig.update_xaxes(title_text=x, row=2, col=1)
+    fig.update_layout(height=430, margin={"l": 10, "r": 10, "t": 40, "b": 10}, hovermode="x unified",
+                      legend={"orientation": "h", "y": -0.15})
+    return fig
+
+
+def compare_figure(runs: dict[str, list], task: str, metric: str, x: str = "step",
+                   smoothing: float = 0.0) -> go.Figure:
+    """One line per run: ``metric`` is 'train_loss' or an evaluation metric (accuracy, macro_f1, loss)."""
+    fig = go.Figure()
+    for i, (name, events) in enumerate(runs.items()):
+        color = PALETTE[i % len(PALETTE)]
+        if metric == "train_loss":
+            steps, epochs, losses = step_losses(events, task)
+            fig.add_trace(go.Scatter(x=steps if x == "step" else epochs, y=smooth(losses, smoothing), name=name,
+                                     mode="lines", line={"color": color}))
+        else:
+            ev = evaluations(events, task)
+            fig.add_trace(go.Scatter(x=ev[x], y=ev[metric], name=name, mode="lines+markers", line={"color": color}))
+    titles = {"train_loss": "training loss", "loss": "validation loss", "accuracy": "validation accuracy",
+              "macro_f1": "validation macro-F1"}
+    fig.update_layout(title=f"{task}: {titles.get(metric, metric)}", height=360, hovermode="x unified",
+                      margin={"l": 10, "r": 10, "t": 40, "b": 10}, xaxis_title=x,
+                      legend={"orientation": "h", "y": -0.2})
+    return fig
+
+
+def confusion_figure(labels: list[str], matrix: list[list[int]], title: str) -> go.Figure:
+    fig = go.Figure(go.Heatmap(z=matrix, x=labels, y=labels, colorscale="Blues", text=matrix,
+                               texttemplate="%{text}", hovertemplate="true %{y}<br>predicted %{x}<br>%{z}<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title="predicted", yaxis_title="true", height=360,
+                      yaxis={"autorange": "reversed"}, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    return fig

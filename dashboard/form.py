@@ -1,0 +1,232 @@
+"""The experiment's inputs: backbone, data and training settings, all keyed in
+``st.session_state``. ``current_config`` turns those keys into the one validated
+ExperimentConfig that the CLI uses too."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import streamlit as st
+
+from core.config import ConfigError, TrainingConfig, parse_config
+from dashboard import resources
+from dashboard.settings import TASKS, UPLOADS_DIR, check_local_path
+
+FILE_TYPES = ["csv", "tsv", "json", "jsonl", "parquet"]
+DEMO, OWN = "Built-in demo data", "My own data"
+DEFAULTS = {"backbone": "minilm", "pooling": "mean", "warm_start": "pretrained", "data_mode": DEMO,
+            **{f"use:{t}": True for t in TASKS}, **{f"source_kind:{t}": "Upload a file" for t in TASKS},
+            "epochs": 3, "batch_size": 32, "learning_rate": 5e-5, "head_learning_rate": 1e-3, "max_length": 64,
+            "seed": 0, "eval_every": 25, "cache_frozen_prefix": True}
+HELP = {name: TrainingConfig.model_fields[name].description for name in TrainingConfig.model_fields}
+
+
+def init_state() -> None:
+    for key, value in DEFAULTS.items():
+        st.session_state.setdefault(key, value)
+
+
+# ---- backbone ---------------------------------------------------------------------------------
+
+def backbone_section() -> None:
+    st.subheader("1. Backbone")
+    left, right = st.columns([3, 1])
+    left.text_input("Pretrained encoder", key="backbone",
+                    help="'minilm' is the packaged all-MiniLM-L6-v2 (works offline). Or type a Hugging Face hub "
+                         "id such as distilbert-base-uncased, bert-base-uncased, roberta-base, or a local folder.")
+    right.radio("Pooling", ["mean", "cls"], key="pooling", horizontal=True,
+                help="mean: average over tokens. cls: the first token (through the pooler, if the model has one).")
+    runs = [r for r in resources.run_store().list() if r.has_weights()]
+    options = ["pretrained"] + [r.id for r in runs]
+    if st.session_state.warm_start not in options:
+        st.session_state.warm_start = "pretrained"
+    st.selectbox("Start from", options, key="warm_start",
+                 format_func=lambda v: "the pretrained backbone" if v == "pretrained" else f"run {v} (its trained weights)",
+                 help="Start from a finished run to evaluate a trained model on new data (scenario 1) or to freeze "
+                      "a head that has already learned (scenario 3).")
+
+
+# ---- data -------------------------------------------------------------------------------------
+
+def data_section() -> None:
+    st.subheader("2. Data")
+    st.radio("Examples", [DEMO, OWN], key="data_mode", horizontal=True,
+             help="The demo set has about 1,400 short sentences, each with a topic and a sentiment.")
+    if st.session_state.data_mode == DEMO:
+        demo_preview()
+        return
+    for task in TASKS:
+        with st.expander(f"Task '{task}'", expanded=True):
+            task_inputs(task)
+
+
+@st.cache_data(show_spinner=False)
+def _demo_rows() -> list[dict]:
+    from core.data import load_demo_rows
+
+    return load_demo_rows()
+
+
+def demo_preview() -> None:
+    import pandas as pd
+
+    rows = pd.DataFrame(_demo_rows())
+    cols = st.columns([2, 1, 1])
+    cols[0].dataframe(rows.head(6)[["text", "topic", "sentiment"]], hide_index=True)
+    cols[1].bar_chart(rows["topic"].value_counts(), horizontal=True, height=200)
+    cols[2].bar_chart(rows["sentiment"].value_counts(), horizontal=True, height=200)
+
+
+def task_inputs(task: str) -> None:
+    if not st.checkbox(f"Train a '{task}' head", key=f"use:{task}"):
+        return
+    kind = st.radio("Source", ["Upload a file", "Local path", "Hub data set"], key=f"source_kind:{task}",
+                    horizontal=True)
+    source = None
+    if kind == "Upload a file":
+        upload = st.file_uploader(f"{task} training file", type=FILE_TYPES, key=f"upload:{task}")
+        source = save_upload(upload) if upload is not None else None
+    elif kind == "Local path":
+        typed = st.text_input("Path to a csv/tsv/json/jsonl/parquet file", key=f"path:{task}")
+        if typed:
+            try:
+                source = str(check_local_path(typed))
+            except ValueError as error:
+                st.error(str(error))
+    else:
+        source = st.text_input("Hub data set name (e.g. ag_news, sst2)", key=f"hub:{task}") or None
+    st.session_state[f"source:{task}"] = source
+    if not source:
+        return
+    columns, rows, error = peek_source(source)
+    if error:
+        st.error(error)
+        return
+    st.dataframe(rows, hide_index=True)
+    text_default = columns.index("text") if "text" in columns else 0
+    label_default = columns.index("label") if "label" in columns else min(1, len(columns) - 1)
+    c1, c2, c3 = st.columns(3)
+    c1.selectbox("Text column", columns, index=text_default, key=f"text_col:{task}")
+    c2.selectbox("Label column", columns, index=label_default, key=f"label_col:{task}")
+    c3.number_input("Max training examples (0: all)", 0, 10_000_000, 2000, step=500, key=f"max_train:{task}")
+    check = checked_task(task)
+    if isinstance(check, str):
+        st.error(check)
+    else:
+        st.caption(f"{len(check.train_texts)} training and {len(check.val_texts)} validation examples "
+                   f"(validation: a seeded 20% split); classes: {', '.join(check.labels[:12])}")
+        st.bar_chart(check.class_counts(), horizontal=True, height=min(60 + 22 * len(check.labels), 300))
+
+
+def save_upload(upload) -> str:
+    """Store an upload under uploads/<content hash>/ with a safe name; it is only ever parsed, never run."""
+    data = upload.getvalue()
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(upload.name).name)[-100:] or "upload.csv"
+    folder = UPLOADS_DIR / digest
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    if not path.exists():
+        path.write_bytes(data)
+    return str(path)
+
+
+@st.cache_data(show_spinner="Reading the file...", max_entries=32)
+def peek_source(source: str) -> tuple[list[str], list[dict], str | None]:
+    from core.data import DataError, peek
+
+    try:
+        columns, rows = peek(source)
+        return columns, rows, None
+    except DataError as error:
+        return [], [], str(error)
+
+
+def task_config(task: str) -> dict | None:
+    source = st.session_state.get(f"source:{task}")
+    if not st.session_state.get(f"use:{task}") or not source:
+        return None
+    config = {"train": source, "text_column": st.session_state.get(f"text_col:{task}", "text"),
+              "label_column": st.session_state.get(f"label_col:{task}", "label")}
+    if st.session_state.get(f"max_train:{task}"):
+        config["max_train_examples"] = int(st.session_state[f"max_train:{task}"])
+    return config
+
+
+def checked_task(task: str):
+    """The task's data, checked exactly as training will check it; a message string if it is bad."""
+    config = task_config(task)
+    return _check(tuple(sorted(config.items()))) if config else "choose a source first"
+
+
+@st.cache_data(show_spinner="Checking the data...", max_entries=32)
+def _check(items: tuple):
+    from core.config import TaskConfig
+    from core.data import DataError, load_task
+
+    try:
+        return load_task("task", TaskConfig(**dict(items)), seed=int(st.session_state.get("seed", 0)))
+    except DataError as error:
+        return str(error)
+
+
+def task_labels() -> dict[str, list[str]]:
+    """Label names per task in use (the demo's, or the checked files')."""
+    if st.session_state.data_mode == DEMO:
+        return {"topic": ["Food", "Sports", "Technology", "Travel"], "sentiment": ["negative", "neutral", "positive"]}
+    out = {}
+    for task in TASKS:
+        if task_config(task):
+            data = checked_task(task)
+            out[task] = data.labels if not isinstance(data, str) else ["?", "?"]
+    return out
+
+
+# ---- settings ---------------------------------------------------------------------------------
+
+def settings_section() -> None:
+    st.subheader("4. Settings")
+    c = st.columns(4)
+    c[0].number_input("Epochs", 1, 100, key="epochs", help="Passes over the training data.")
+    c[1].number_input("Batch size", 1, 1024, key="batch_size", help="Sentences per training step.")
+    c[2].number_input("Learning rate (backbone)", 1e-7, 1e-2, key="learning_rate", format="%.1e", step=1e-5,
+                      help=HELP["learning_rate"])
+    c[3].number_input("Learning rate (heads)", 1e-6, 1e-1, key="head_learning_rate", format="%.1e", step=1e-4,
+                      help="Heads start from scratch, so they learn with a larger rate.")
+    c = st.columns(4)
+    c[0].number_input("Max length (tokens)", 8, 512, key="max_length", help="Longer sentences are cut.")
+    c[1].number_input("Seed", 0, 2**31 - 1, key="seed", help="Same seed, same config: same run.")
+    c[2].number_input("Evaluate every N steps", 0, 100_000, key="eval_every",
+                      help="0: once per epoch. There is always a final evaluation.")
+    c[3].toggle("Cache the frozen prefix", key="cache_frozen_prefix",
+                help="Compute the frozen embeddings and lower layers once and reuse them. Much faster; the cached "
+                     "part runs without dropout, which is a (small) difference from training it uncached.")
+    device = resources.device_label()
+    st.caption(f"Device: {device.value if device.done and device.value else 'detecting...'}")
+
+
+# ---- the config ------------------------------------------------------------------------------
+
+def current_config(frozen: list[str], preset: dict | None):
+    """The ExperimentConfig the inputs describe; raises ConfigError with one line."""
+    s = st.session_state
+    data = {
+        "backbone": s.backbone.strip() or "minilm", "pooling": s.pooling,
+        "freeze": {**(preset or {}), "parts": frozen},
+        "training": {k: s[k] for k in ("epochs", "batch_size", "learning_rate", "head_learning_rate",
+                                       "max_length", "seed", "eval_every", "cache_frozen_prefix")},
+    }
+    if s.warm_start != "pretrained":
+        data["init_from"] = s.warm_start
+    if s.data_mode == OWN:
+        tasks = {t: c for t in TASKS if (c := task_config(t))}
+        if not tasks:
+            raise ConfigError("choose the data for at least one task, or use the built-in demo data")
+        for task in tasks:
+            check = checked_task(task)
+            if isinstance(check, str):
+                raise ConfigError(f"task {task}: {check}")
+        data["tasks"] = tasks
+    return parse_config(data)

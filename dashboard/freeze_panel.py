@@ -1,0 +1,156 @@
+"""Step 3: what is frozen. One toggle per part, the presets with their reasoning,
+a live parameter readout and a picture of the model coloured by state."""
+
+from __future__ import annotations
+
+import html
+
+import streamlit as st
+
+from core.anatomy import head_parameters, outline, part_names, readout
+from core.freezing import FreezeError
+from core.presets import PRESETS, preset_plan
+from dashboard import resources
+
+FROZEN_COLOR, TRAINABLE_COLOR = "#9db4d6", "#f7a35c"
+
+
+def toggle_key(part: str) -> str:
+    return f"freeze:{part}"
+
+
+def current_parts(tasks: list[str]) -> tuple[list[str], dict[str, int] | None, str | None]:
+    """Part names, parameter counts once known, and a load error if the backbone is unusable."""
+    backbone, pooling = st.session_state.backbone.strip() or "minilm", st.session_state.pooling
+    described = resources.backbone_description(backbone, pooling)
+    if described.done and described.error:
+        return [], None, described.error
+    if described.done:
+        info = described.value
+        counts = dict(info["parts"])
+        labels = st.session_state.get("_task_labels", {})
+        counts.update({f"head.{t}": head_parameters(info["hidden_size"], len(labels.get(t, [0, 0]))) for t in tasks})
+        return list(counts), counts, None
+    out = outline(backbone, pooling)
+    return (part_names(out, tasks) if out else []), None, None
+
+
+def frozen_now(parts: list[str]) -> list[str]:
+    return [p for p in parts if st.session_state.get(toggle_key(p), False)]
+
+
+def apply_preset(name: str, parts: list[str]) -> None:
+    """Button callback: set every toggle from the preset's plan."""
+    try:
+        plan = preset_plan(name, parts, k=st.session_state.get("preset_k"), head=st.session_state.get("preset_head"))
+    except FreezeError as error:
+        st.session_state["_preset_error"] = str(error)
+        return
+    for part in parts:
+        st.session_state[toggle_key(part)] = part in plan.frozen
+    st.session_state["_preset"] = {"preset": name, "k": st.session_state.get("preset_k") if name == "lower_k" else None,
+                                   "head": st.session_state.get("preset_head") if name == "scenario3" else None}
+
+
+def matching_preset(parts: list[str]) -> dict | None:
+    """The last applied preset, if the toggles still say exactly what it set."""
+    chosen = st.session_state.get("_preset")
+    if not chosen:
+        return None
+    try:
+        plan = preset_plan(chosen["preset"], parts, k=chosen.get("k"), head=chosen.get("head"))
+    except FreezeError:
+        return None
+    return chosen if set(plan.frozen) == set(frozen_now(parts)) else None
+
+
+def freeze_section(tasks: list[str]) -> tuple[list[str], dict | None]:
+    """Draw step 3; return the frozen parts and the matching preset (for the run's record)."""
+    st.subheader("3. Freeze")
+    parts, counts, error = current_parts(tasks)
+    if error:
+        st.error(f"This backbone cannot be used: {error}")
+        return [], None
+    if not parts:
+        st.info("Reading the backbone's parts...")
+        return [], None
+    presets_row(parts, tasks)
+    toggles_grid(parts)
+    frozen = frozen_now(parts)
+    if counts:
+        readout_panel(counts, set(frozen))
+    else:
+        st.caption("Counting parameters...")
+    st.html(model_picture(parts, set(frozen)))
+    if set(frozen) == set(parts):
+        st.info("Everything is frozen: nothing can learn, so Train will only evaluate the current weights "
+                "(scenario 1). Start from a finished run to evaluate a trained model.")
+    return frozen, matching_preset(parts)
+
+
+def presets_row(parts: list[str], tasks: list[str]) -> None:
+    n_layers = sum(p.startswith("layer.") for p in parts)
+    st.session_state.setdefault("preset_k", max(1, n_layers * 2 // 3))
+    if st.session_state.get("preset_head") not in tasks:
+        st.session_state["preset_head"] = tasks[-1] if tasks else None
+    st.caption("Presets set the toggles below; any toggle can then be changed by hand.")
+    columns = st.columns(len(PRESETS))
+    for column, preset in zip(columns, PRESETS.values()):
+        with column:
+            st.button(preset.title.split(":")[0], key=f"preset:{preset.name}", on_click=apply_preset,
+                      args=(preset.name, parts), use_container_width=True, help=preset.title)
+            if preset.needs == "k":
+                st.number_input("k", 0, n_layers, key="preset_k", help="how many lower layers to freeze")
+            if preset.needs == "head":
+                st.selectbox("head", tasks, key="preset_head", help="which task's head to freeze")
+            with st.popover("Why?", use_container_width=True):
+                st.markdown(f"**{preset.title}**\n\n**Freezes:** {preset.what}\n\n**What it means:** {preset.effect}"
+                            f"\n\n**Advantages:** {preset.benefit}\n\n**When to use:** {preset.when}")
+    if message := st.session_state.pop("_preset_error", None):
+        st.error(message)
+    chosen = matching_preset(parts)
+    if chosen:
+        p = PRESETS[chosen["preset"]]
+        st.success(f"**{p.title}** — {p.effect} *Advantages:* {p.benefit} *When:* {p.when}")
+
+
+def toggles_grid(parts: list[str]) -> None:
+    backbone = [p for p in parts if not p.startswith("head.")]
+    heads = [p for p in parts if p.startswith("head.")]
+    st.markdown("**Frozen parts** (on = frozen)")
+    for row in (backbone[i:i + 7] for i in range(0, len(backbone), 7)):
+        for column, part in zip(st.columns(7), row):
+            column.toggle(part, key=toggle_key(part))
+    for column, part in zip(st.columns(7), heads):
+        column.toggle(part, key=toggle_key(part))
+
+
+def readout_panel(counts: dict[str, int], frozen: set[str]) -> None:
+    figures = readout(counts, frozen)
+    c1, c2 = st.columns([1, 2])
+    c1.metric("Trainable parameters", f"{figures['trainable']:,}",
+              f"{figures['percent']:.1f}% of {figures['total']:,}", delta_color="off")
+    rows = [{"part": name, "trainable": v["trainable"], "total": v["total"],
+             "state": "frozen" if name in frozen else "trainable"} for name, v in figures["by_part"].items()]
+    c2.dataframe(rows, hide_index=True, height=180)
+
+
+def model_picture(parts: list[str], frozen: set[str]) -> str:
+    """The model as a row of blocks from input to heads, frozen in blue, trainable in orange."""
+    def block(part: str) -> str:
+        is_frozen = part in frozen
+        color = FROZEN_COLOR if is_frozen else TRAINABLE_COLOR
+        icon = "&#10052;" if is_frozen else "&#128293;"
+        return (f'<div style="background:{color};border-radius:6px;padding:6px 8px;margin:2px;'
+                f'font:12px sans-serif;text-align:center;min-width:54px">{icon}<br>{html.escape(part)}</div>')
+
+    backbone = "".join(block(p) for p in parts if not p.startswith("head."))
+    heads = "".join(block(p) for p in parts if p.startswith("head."))
+    arrow = '<div style="align-self:center;font:18px sans-serif">&#8594;</div>'
+    pool = (f'<div style="align-self:center;font:12px sans-serif;padding:0 6px">{st.session_state.pooling} '
+            f'pooling</div>')
+    legend = (f'<div style="font:12px sans-serif;margin-top:4px"><span style="background:{FROZEN_COLOR};'
+              f'padding:1px 6px">&#10052; frozen</span> <span style="background:{TRAINABLE_COLOR};padding:1px 6px">'
+              f'&#128293; trainable</span></div>')
+    return (f'<div style="display:flex;flex-wrap:wrap;align-items:stretch">{backbone}{arrow}{pool}{arrow}'
+            f'<div style="display:flex;flex-direction:column">{heads}</div></div>{legend}')

@@ -1,0 +1,32 @@
+"""A finished run up close: confusion matrices, and 'Try it' on a typed sentence."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import charts, resources
+
+
+def inspect_section() -> None:
+    runs = [r for r in resources.run_store().list() if r.has_weights()]
+    if not runs:
+        st.info("No finished run yet. Train one first.")
+        return
+    by_id = {r.id: r for r in runs}
+    rid = st.selectbox("Run", list(by_id), key="inspect_run", format_func=lambda r: by_id[r].name)
+    run = by_id[rid]
+    summary = run.summary()
+    tasks = summary.get("tasks", {})
+    for column, (task, m) in zip(st.columns(max(1, len(tasks))), tasks.items()):
+        column.plotly_chart(charts.confusion_figure(m["labels"], m["confusion"],
+                                                    f"{task}: accuracy {m['accuracy']:.3f}"), key=f"cm:{task}")
+    st.markdown("**Try it**: type a sentence and see what each head predicts.")
+    text = st.text_input("Sentence", key="try_text", placeholder="The new phone's battery died before lunch.")
+    if st.button("Predict", key="predict", disabled=not text.strip()):
+        from core.checkpoints import predict
+
+        model, tokenizer = resources.trained_model(str(run.path))
+        result = predict(model, tokenizer, [text])[0]
+        for column, (task, ranked) in zip(st.columns(len(result)), result.items()):
+            column.markdown(f"**{task}: {ranked[0][0]}** ({ranked[0][1]:.0%})")
+            column.dataframe([{"label": label, "probability": round(p, 3)} for label, p in ranked], hide_index=True)

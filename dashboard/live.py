@@ -1,0 +1,101 @@
+"""Train, Stop, and the live view of the current run. The view is an ``st.fragment``
+that refreshes itself every second while a run is active, reading the run's folder
+(the same record a reload, a restart or a comparison reads)."""
+
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from core.config import ConfigError
+from core.locks import BusyError
+from dashboard import charts, resources
+from dashboard.form import current_config
+
+REFRESH_SECONDS = 1.0
+
+
+def train_section(frozen: list[str], preset: dict | None) -> None:
+    st.subheader("5. Train and watch")
+    job = resources.job_manager().current()
+    active = job is not None and job.active
+    st.session_state["_was_active"] = active
+    st.fragment(run_every=REFRESH_SECONDS if active else None)(live_panel)(frozen, preset)
+
+
+def start_training(frozen: list[str], preset: dict | None) -> None:
+    try:
+        config = current_config(frozen, preset)
+        resources.job_manager().start(config)
+    except (ConfigError, BusyError) as error:
+        st.session_state["_train_error"] = str(error)
+
+
+def live_panel(frozen: list[str], preset: dict | None) -> None:
+    manager = resources.job_manager()
+    job = manager.current()
+    active = job is not None and job.active
+    c1, c2, c3 = st.columns([1, 1, 4])
+    if c1.button("Train", type="primary", disabled=active, key="train", use_container_width=True):
+        start_training(frozen, preset)
+        if "_train_error" not in st.session_state:
+            st.rerun()  # the whole page: the live view must start refreshing
+    if c2.button("Stop", disabled=not active, key="stop", use_container_width=True):
+        manager.stop()
+    if message := st.session_state.pop("_train_error", None):
+        st.error(message)
+    if job is None:
+        c3.caption("No run yet. Press Train; the charts appear here as it learns.")
+        return
+    status_line(job, c3)
+    if job.run is not None:
+        draw_run(job.run)
+    if st.session_state.get("_was_active") and not active:
+        st.session_state["_was_active"] = False
+        st.rerun()  # the run ended: refresh the history and stop polling
+
+
+def status_line(job, where) -> None:
+    if job.state == "preparing":
+        where.info("Loading the backbone and the data..." + (" (stopping)" if job.stop.is_set() else ""))
+    elif job.state == "error":
+        where.error(f"The run could not start: {job.error}")
+    elif job.run is not None:
+        summary = job.run.summary()
+        status = summary.get("status", "running")
+        text = f"Run **{job.run.id}**: {status}"
+        if summary.get("message"):
+            text += f" — {summary['message']}"
+        if status == "failed":
+            where.error(text)
+        elif status in ("stopped", "interrupted"):
+            where.warning(text)
+        elif status == "running":
+            where.info(text + (" (stopping after this step)" if job.stop.is_set() else ""))
+        else:
+            where.success(text)
+
+
+def draw_run(run) -> None:
+    events = run.events()
+    progress = [e for e in events if e.kind == "progress"]
+    if progress:
+        p = progress[-1]
+        fraction = p.step / p.total_steps if p.total_steps else 1.0
+        st.progress(min(fraction, 1.0), text=f"step {p.step} / {p.total_steps} · epoch {p.epoch:.2f} · "
+                                              f"{p.examples_per_second:.0f} examples/s · ETA {p.eta_seconds:.0f} s")
+    notes = [e.message for e in events if e.kind == "state" and e.state == "started" and e.message]
+    if notes:
+        st.caption(notes[-1])
+    c1, c2 = st.columns(2)
+    c1.radio("x axis", ["step", "epoch"], key="x_axis", horizontal=True)
+    c2.slider("Smoothing", 0.0, 0.95, key="smoothing", step=0.05, help="Moving average of the training loss.")
+    tasks = charts.tasks_in(events)
+    if not tasks:
+        st.caption("Waiting for the first step...")
+        return
+    for column, task in zip(st.columns(len(tasks)), tasks):
+        column.plotly_chart(charts.task_figure(events, task, st.session_state.x_axis, st.session_state.smoothing),
+                            key=f"live:{task}")
+    st.session_state["_last_drawn"] = {"time": time.time(), "step": progress[-1].step if progress else 0}

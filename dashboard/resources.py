@@ -1,0 +1,75 @@
+"""Things loaded once per server process (``st.cache_resource``): the job manager,
+backbone descriptions (loaded in a background thread so the page never waits),
+and trained models for "Try it"."""
+
+from __future__ import annotations
+
+import threading
+
+import streamlit as st
+
+from core.jobs import JobManager
+from core.runs import RunStore
+from dashboard.settings import RUNS_DIR
+
+
+@st.cache_resource
+def job_manager() -> JobManager:
+    return JobManager(RUNS_DIR)
+
+
+def run_store() -> RunStore:
+    return RunStore(RUNS_DIR)
+
+
+class BackgroundResult:
+    """Runs ``work`` in a thread; the page polls ``done`` instead of blocking."""
+
+    def __init__(self, work, *args):
+        self.value = None
+        self.error: str | None = None
+        self.done = False
+        self._thread = threading.Thread(target=self._run, args=(work, *args), daemon=True)
+        self._thread.start()
+
+    def _run(self, work, *args) -> None:
+        try:
+            self.value = work(*args)
+        except Exception as error:  # noqa: BLE001 - shown on the page in one sentence
+            self.error = str(error).splitlines()[0] if str(error) else type(error).__name__
+        finally:
+            self.done = True
+
+    def wait(self, timeout: float | None = None):
+        self._thread.join(timeout)
+        return self.value
+
+
+def _describe(backbone: str, pooling: str) -> dict:
+    from core.anatomy import describe
+
+    return describe(backbone, pooling)
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def backbone_description(backbone: str, pooling: str) -> BackgroundResult:
+    return BackgroundResult(_describe, backbone, pooling)
+
+
+def _device() -> str:
+    from core.device import available_device, describe_device
+
+    return describe_device(available_device())
+
+
+@st.cache_resource(show_spinner=False)
+def device_label() -> BackgroundResult:
+    return BackgroundResult(_device)
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the trained model...")
+def trained_model(run_path: str):
+    from core.checkpoints import load_run_model
+    from core.runs import Run
+
+    return load_run_model(Run(run_path))

@@ -1,0 +1,34 @@
+"""Where the page keeps things, and which local folders it may read.
+
+All three can be changed with environment variables, so a teacher can point the
+page at a shared runs folder or allow a data folder outside the project.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]
+RUNS_DIR = Path(os.environ.get("FREEZE_LAB_RUNS_DIR", PROJECT / "runs"))
+UPLOADS_DIR = Path(os.environ.get("FREEZE_LAB_UPLOADS_DIR", PROJECT / "uploads"))
+TASKS = ("topic", "sentiment")
+
+
+def allowed_roots() -> list[Path]:
+    """Folders whose files may be typed into the page: the project, the home folder, and
+    any listed in FREEZE_LAB_ALLOWED_DIRS (separated by the OS path separator)."""
+    extra = [p for p in os.environ.get("FREEZE_LAB_ALLOWED_DIRS", "").split(os.pathsep) if p]
+    return [Path(p).expanduser().resolve() for p in [PROJECT, Path.home(), *extra]]
+
+
+def check_local_path(text: str) -> Path:
+    """Resolve a typed path and refuse it outside the allowed folders (links resolved first)."""
+    path = Path(text).expanduser()
+    if not path.is_absolute():
+        path = PROJECT / path
+    path = path.resolve()
+    if not any(path == root or root in path.parents for root in allowed_roots()):
+        raise ValueError(f"{text}: outside the folders this page may read ({', '.join(map(str, allowed_roots()))}); "
+                         "set FREEZE_LAB_ALLOWED_DIRS to allow more")
+    return path
