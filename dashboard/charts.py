@@ -50,7 +50,7 @@ def task_figure(events, task: str, x: str = "step", smoothing: float = 0.0) -> g
     """Loss (train per step, validation) above, validation accuracy and macro-F1 below."""
     steps, epochs, losses = step_losses(events, task)
     ev = evaluations(events, task)
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.14,
                         subplot_titles=(f"{task}: loss", f"{task}: validation accuracy and macro-F1"))
     xs = steps if x == "step" else epochs
     fig.add_trace(go.Scatter(x=xs, y=smooth(losses, smoothing), name="train loss", mode="lines",

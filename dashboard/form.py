@@ -12,7 +12,7 @@ import streamlit as st
 
 from core.config import ConfigError, TrainingConfig, parse_config
 from dashboard import resources
-from dashboard.settings import TASKS, UPLOADS_DIR, check_local_path
+from dashboard.settings import TASKS, check_local_path, uploads_dir
 
 FILE_TYPES = ["csv", "tsv", "json", "jsonl", "parquet"]
 DEMO, OWN = "Built-in demo data", "My own data"
@@ -46,6 +46,12 @@ def backbone_section() -> None:
                  format_func=lambda v: "the pretrained backbone" if v == "pretrained" else f"run {v} (its trained weights)",
                  help="Start from a finished run to evaluate a trained model on new data (scenario 1) or to freeze "
                       "a head that has already learned (scenario 3).")
+
+
+def selected_backbone() -> str:
+    """The typed backbone; a local path is resolved and must lie in an allowed folder (ValueError)."""
+    backbone = st.session_state.backbone.strip() or "minilm"
+    return str(check_local_path(backbone)) if backbone.startswith((".", "/", "~")) else backbone
 
 
 # ---- data -------------------------------------------------------------------------------------
@@ -125,7 +131,7 @@ def save_upload(upload) -> str:
     data = upload.getvalue()
     digest = hashlib.sha256(data).hexdigest()[:16]
     name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(upload.name).name)[-100:] or "upload.csv"
-    folder = UPLOADS_DIR / digest
+    folder = uploads_dir() / digest
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     if not path.exists():
@@ -212,8 +218,12 @@ def settings_section() -> None:
 def current_config(frozen: list[str], preset: dict | None):
     """The ExperimentConfig the inputs describe; raises ConfigError with one line."""
     s = st.session_state
+    try:
+        backbone = selected_backbone()
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     data = {
-        "backbone": s.backbone.strip() or "minilm", "pooling": s.pooling,
+        "backbone": backbone, "pooling": s.pooling,
         "freeze": {**(preset or {}), "parts": frozen},
         "training": {k: s[k] for k in ("epochs", "batch_size", "learning_rate", "head_learning_rate",
                                        "max_length", "seed", "eval_every", "cache_frozen_prefix")},

@@ -11,6 +11,7 @@ from core.anatomy import head_parameters, outline, part_names, readout
 from core.freezing import FreezeError
 from core.presets import PRESETS, preset_plan
 from dashboard import resources
+from dashboard.form import selected_backbone
 
 FROZEN_COLOR, TRAINABLE_COLOR = "#9db4d6", "#f7a35c"
 
@@ -21,7 +22,11 @@ def toggle_key(part: str) -> str:
 
 def current_parts(tasks: list[str]) -> tuple[list[str], dict[str, int] | None, str | None]:
     """Part names, parameter counts once known, and a load error if the backbone is unusable."""
-    backbone, pooling = st.session_state.backbone.strip() or "minilm", st.session_state.pooling
+    pooling = st.session_state.pooling
+    try:
+        backbone = selected_backbone()
+    except ValueError as error:
+        return [], None, str(error)
     described = resources.backbone_description(backbone, pooling)
     if described.done and described.error:
         return [], None, described.error
@@ -73,6 +78,7 @@ def freeze_section(tasks: list[str]) -> tuple[list[str], dict | None]:
         return [], None
     if not parts:
         st.info("Reading the backbone's parts...")
+        st.fragment(run_every=0.5)(wait_for_counts)()
         return [], None
     presets_row(parts, tasks)
     toggles_grid(parts)
@@ -80,12 +86,20 @@ def freeze_section(tasks: list[str]) -> tuple[list[str], dict | None]:
     if counts:
         readout_panel(counts, set(frozen))
     else:
-        st.caption("Counting parameters...")
+        st.fragment(run_every=0.5)(wait_for_counts)()
     st.html(model_picture(parts, set(frozen)))
     if set(frozen) == set(parts):
         st.info("Everything is frozen: nothing can learn, so Train will only evaluate the current weights "
                 "(scenario 1). Start from a finished run to evaluate a trained model.")
     return frozen, matching_preset(parts)
+
+
+def wait_for_counts() -> None:
+    """Poll the background load; redraw the whole page once the counts are known."""
+    described = resources.backbone_description(selected_backbone(), st.session_state.pooling)
+    if described.done:
+        st.rerun()
+    st.caption("Loading the backbone to count its parameters...")
 
 
 def presets_row(parts: list[str], tasks: list[str]) -> None:

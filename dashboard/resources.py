@@ -10,16 +10,16 @@ import streamlit as st
 
 from core.jobs import JobManager
 from core.runs import RunStore
-from dashboard.settings import RUNS_DIR
+from dashboard.settings import runs_dir
 
 
 @st.cache_resource
 def job_manager() -> JobManager:
-    return JobManager(RUNS_DIR)
+    return JobManager(runs_dir())
 
 
 def run_store() -> RunStore:
-    return RunStore(RUNS_DIR)
+    return RunStore(runs_dir())
 
 
 class BackgroundResult:

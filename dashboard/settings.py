@@ -10,9 +10,15 @@ import os
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
-RUNS_DIR = Path(os.environ.get("FREEZE_LAB_RUNS_DIR", PROJECT / "runs"))
-UPLOADS_DIR = Path(os.environ.get("FREEZE_LAB_UPLOADS_DIR", PROJECT / "uploads"))
 TASKS = ("topic", "sentiment")
+
+
+def runs_dir() -> Path:
+    return Path(os.environ.get("FREEZE_LAB_RUNS_DIR", PROJECT / "runs"))
+
+
+def uploads_dir() -> Path:
+    return Path(os.environ.get("FREEZE_LAB_UPLOADS_DIR", PROJECT / "uploads"))
 
 
 def allowed_roots() -> list[Path]:

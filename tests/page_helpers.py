@@ -1,0 +1,40 @@
+"""Helpers for driving the page headless with Streamlit's AppTest."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
+
+
+def new_app(backbone: str):
+    """A fresh AppTest of the page with a given backbone, process-wide caches cleared."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["backbone"] = backbone
+    return at.run()
+
+
+def rerun_until(at, condition, timeout: float = 90.0, pause: float = 0.5):
+    """Rerun the page until ``condition(at)`` holds, as a user's browser would keep refreshing."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition(at):
+            return at
+        time.sleep(pause)
+        at.run()
+    raise AssertionError("the page never reached the expected state")
+
+
+def trainable(at) -> int:
+    return int(at.metric[0].value.replace(",", ""))
+
+
+def frozen_toggles(at) -> set[str]:
+    return {t.label for t in at.toggle if t.value and (t.label.startswith(("layer.", "head.")) or t.label in
+                                                        ("embeddings", "pooler"))}

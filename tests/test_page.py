@@ -1,0 +1,93 @@
+"""The page, headless (AppTest) with a tiny backbone: render, toggles, presets, train, stop, compare."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from page_helpers import frozen_toggles, new_app, rerun_until, trainable
+
+
+@pytest.fixture
+def page_env(tmp_path, monkeypatch, tiny_bert):
+    monkeypatch.setenv("FREEZE_LAB_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("FREEZE_LAB_UPLOADS_DIR", str(tmp_path / "uploads"))
+    monkeypatch.setenv("FREEZE_LAB_ALLOWED_DIRS", str(tmp_path.parent) + ":" + tiny_bert)
+    yield tmp_path
+    from dashboard.resources import job_manager
+
+    job_manager().stop()
+    job = job_manager().current()
+    if job is not None and job.thread is not None:
+        job.thread.join(60)
+
+
+def ready(at) -> bool:
+    return len(at.metric) > 0
+
+
+def test_default_page_renders_without_exceptions(page_env):
+    at = new_app("minilm")
+    assert not at.exception
+    labels = [t.label for t in at.toggle]
+    assert labels[:7] == ["embeddings", *(f"layer.{i}" for i in range(6))]
+    assert "head.topic" in labels and "head.sentiment" in labels
+    assert at.session_state["data_mode"] == "Built-in demo data"
+
+
+def test_toggles_and_presets_change_the_readout(page_env, tiny_bert):
+    at = rerun_until(new_app(tiny_bert), ready)
+    total = trainable(at)
+    assert frozen_toggles(at) == set()
+    at.toggle(key="freeze:embeddings").set_value(True).run()
+    after_embeddings = trainable(at)
+    assert after_embeddings < total
+    at.button(key="preset:scenario2").click().run()
+    heads = 32 * 4 + 4 + 32 * 3 + 3  # tiny hidden size 32; topic has 4 labels, sentiment 3
+    assert trainable(at) == heads
+    assert frozen_toggles(at) == {"embeddings", "layer.0", "layer.1", "layer.2"}
+    at.session_state["preset_k"] = 2
+    at.button(key="preset:lower_k").click().run()
+    assert frozen_toggles(at) == {"embeddings", "layer.0", "layer.1"}
+    at.button(key="preset:scenario1").click().run()
+    assert trainable(at) == 0
+    assert any("only evaluate" in i.value for i in at.info)
+    at.button(key="preset:none").click().run()
+    assert trainable(at) == total
+
+
+def test_train_draws_charts_and_stop_keeps_a_stopped_run(page_env, tiny_bert):
+    at = rerun_until(new_app(tiny_bert), ready)
+    at.session_state["epochs"] = 20
+    at.session_state["eval_every"] = 5
+    at.button(key="train").click().run()
+    at = rerun_until(at, lambda a: len(a.get("plotly_chart")) >= 2)
+    at.button(key="stop").click().run()
+    at = rerun_until(at, lambda a: any("stopped" in w.value for w in a.warning))
+    runs = list((page_env / "runs").iterdir())
+    assert len(runs) == 1
+    summary = json.loads((runs[0] / "summary.json").read_text())
+    assert summary["status"] == "stopped"
+    assert 0 < summary["steps"] < summary["total_steps"]
+    assert (runs[0] / "metrics.jsonl").read_text().count('"kind": "step"') == summary["steps"]
+
+
+def test_compare_view_shows_two_runs(page_env, tiny_bert):
+    from core.config import parse_config
+    from core.training import run_experiment
+
+    base = {"backbone": tiny_bert, "training": {"epochs": 1, "eval_every": 0}}
+    run_experiment(parse_config({**base, "name": "all trainable"}), page_env / "runs")
+    run_experiment(parse_config({**base, "name": "backbone frozen", "freeze": {"preset": "scenario2"}}),
+                   page_env / "runs")
+    at = new_app(tiny_bert)
+    assert len(at.multiselect(key="compare").value) == 2
+    overlays = [c for c in at.get("plotly_chart") if "all trainable" in c.proto.spec]
+    assert len(overlays) == 2  # one overlay per task, each with a line per run
+    assert all("backbone frozen" in c.proto.spec for c in overlays)
+    differences = next(d.value for d in at.dataframe if "" in d.value.columns)  # metrics and settings side by side
+    assert set(differences.columns) >= {"all trainable", "backbone frozen"}
+    frozen_row = differences[differences[""] == "frozen parts"].iloc[0]
+    assert frozen_row["all trainable"] == "nothing"
+    assert "layer.0" in frozen_row["backbone frozen"]
