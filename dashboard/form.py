@@ -33,7 +33,8 @@ def init_state() -> None:
 def backbone_section() -> None:
     st.subheader("1. Backbone")
     left, right = st.columns([3, 1])
-    left.text_input("Pretrained encoder", key="backbone",
+    warm = st.session_state.get("warm_start", "pretrained") != "pretrained"
+    left.text_input("Pretrained encoder", key="backbone", disabled=warm,
                     help="'minilm' is the packaged all-MiniLM-L6-v2 (works offline). Or type a Hugging Face hub "
                          "id such as distilbert-base-uncased, bert-base-uncased, roberta-base, or a local folder.")
     right.radio("Pooling", ["mean", "cls"], key="pooling", horizontal=True,
@@ -46,10 +47,15 @@ def backbone_section() -> None:
                  format_func=lambda v: "the pretrained backbone" if v == "pretrained" else f"run {v} (its trained weights)",
                  help="Start from a finished run to evaluate a trained model on new data (scenario 1) or to freeze "
                       "a head that has already learned (scenario 3).")
+    if warm:
+        st.caption("The backbone, its pooling and the heads (with their labels) come from that run.")
 
 
 def selected_backbone() -> str:
-    """The typed backbone; a local path is resolved and must lie in an allowed folder (ValueError)."""
+    """The backbone the run will start from: a warm-start run's trained backbone folder, or the
+    typed one; a typed local path is resolved and must lie in an allowed folder (ValueError)."""
+    if st.session_state.get("warm_start", "pretrained") != "pretrained":
+        return str(resources.run_store().get(st.session_state.warm_start).backbone_dir)
     backbone = st.session_state.backbone.strip() or "minilm"
     return str(check_local_path(backbone)) if backbone.startswith((".", "/", "~")) else backbone
 

@@ -8,13 +8,15 @@ from pathlib import Path
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 
 
-def new_app(backbone: str):
-    """A fresh AppTest of the page with a given backbone, process-wide caches cleared."""
+def new_app(backbone: str, fresh_server: bool = True):
+    """An AppTest of the page with a given backbone. ``fresh_server`` clears the process-wide
+    caches, as a server restart would; without it the page is a second tab on the same server."""
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
-    st.cache_resource.clear()
-    st.cache_data.clear()
+    if fresh_server:
+        st.cache_resource.clear()
+        st.cache_data.clear()
     at = AppTest.from_file(APP, default_timeout=120)
     at.session_state["backbone"] = backbone
     return at.run()

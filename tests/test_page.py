@@ -63,6 +63,9 @@ def test_train_draws_charts_and_stop_keeps_a_stopped_run(page_env, tiny_bert):
     at.session_state["eval_every"] = 5
     at.button(key="train").click().run()
     at = rerun_until(at, lambda a: len(a.get("plotly_chart")) >= 2)
+    second_tab = rerun_until(new_app(tiny_bert, fresh_server=False), lambda a: len(a.get("plotly_chart")) >= 2)
+    assert second_tab.button(key="train").disabled  # it found the live run instead of offering a second one
+    assert any("running" in i.value for i in second_tab.info)
     at.button(key="stop").click().run()
     at = rerun_until(at, lambda a: any("stopped" in w.value for w in a.warning))
     runs = list((page_env / "runs").iterdir())
@@ -91,3 +94,22 @@ def test_compare_view_shows_two_runs(page_env, tiny_bert):
     frozen_row = differences[differences[""] == "frozen parts"].iloc[0]
     assert frozen_row["all trainable"] == "nothing"
     assert "layer.0" in frozen_row["backbone frozen"]
+
+
+def test_warm_start_then_freeze_everything_evaluates_the_trained_model(page_env, tiny_bert):
+    from core.config import parse_config
+    from core.training import run_experiment
+
+    first = run_experiment(parse_config({"backbone": tiny_bert, "name": "trained",
+                                         "training": {"epochs": 1, "eval_every": 0}}), page_env / "runs")
+    at = new_app("minilm")  # the typed backbone is ignored once a run is chosen
+    at.selectbox(key="warm_start").set_value(first.id).run()
+    at = rerun_until(at, ready)
+    assert trainable(at) == first.summary()["params"]["total"]  # the run's tiny backbone, not MiniLM
+    at.button(key="preset:scenario1").click().run()
+    at.button(key="train").click().run()
+    at = rerun_until(at, lambda a: any("evaluated" in s.value for s in a.success))
+    second = max((page_env / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
+    summary = json.loads((second / "summary.json").read_text())
+    assert summary["status"] == "evaluated" and summary["init_from"] == first.id
+    assert summary["tasks"]["topic"]["accuracy"] == first.summary()["tasks"]["topic"]["accuracy"]
