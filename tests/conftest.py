@@ -69,3 +69,127 @@ def tiny_backbone_factory(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _isolated_lock_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("FREEZE_LAB_LOCK_DIR", str(tmp_path))
+
+
+# ---- no network: every test runs with outbound connections refused ----------------------
+
+class NetworkBlocked(RuntimeError):
+    """Raised by the test guard when code tries to reach a non-loopback address.
+
+    Deliberately not an OSError, so that no library can mistake it for "offline" and
+    quietly carry on: an attempt fails the test that made it.
+    """
+
+
+NETWORK_ATTEMPTS: list = []
+
+
+def _is_loopback(host) -> bool:
+    import ipaddress
+
+    if isinstance(host, bytes):
+        host = host.decode("ascii", "replace")
+    host = str(host).strip("[]").split("%")[0]
+    if host.lower() in ("localhost", "localhost.localdomain", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_network():
+    """Refuse socket connections to anything but loopback and Unix sockets, for the whole session."""
+    import socket
+
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+    real_getaddrinfo = socket.getaddrinfo
+
+    def allowed(sock, address) -> bool:
+        if getattr(socket, "AF_UNIX", None) is not None and sock.family == socket.AF_UNIX:
+            return True
+        return isinstance(address, tuple) and _is_loopback(address[0])
+
+    def refuse(what) -> NetworkBlocked:
+        NETWORK_ATTEMPTS.append(what)
+        return NetworkBlocked(f"test network guard: connection to {what!r} refused (tests must stay offline)")
+
+    def connect(sock, address):
+        if not allowed(sock, address):
+            raise refuse(address)
+        return real_connect(sock, address)
+
+    def connect_ex(sock, address):
+        if not allowed(sock, address):
+            raise refuse(address)
+        return real_connect_ex(sock, address)
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host is not None and not _is_loopback(host):
+            raise refuse(host)
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(socket.socket, "connect", connect)
+        patch.setattr(socket.socket, "connect_ex", connect_ex)
+        patch.setattr(socket, "getaddrinfo", getaddrinfo)
+        yield NETWORK_ATTEMPTS
+    # a library that swallowed the guard's error still fails the session here
+    assert not NETWORK_ATTEMPTS, f"code under test tried to reach the network: {NETWORK_ATTEMPTS}"
+
+
+# ---- small task data and configs for fast runs -------------------------------------------
+
+def write_small_demo_csvs(folder: Path, per_cell_train: int = 4, per_cell_val: int = 2) -> tuple[Path, Path]:
+    """Balanced slices of the demo set (every topic x sentiment cell) as train.csv and val.csv."""
+    import csv
+
+    from core.data import load_demo_rows
+
+    rows = load_demo_rows()
+    picked = {"train": [], "validation": []}
+    counts: dict = {}
+    for row in rows:
+        key = (row["split"], row["topic"], row["sentiment"])
+        limit = per_cell_train if row["split"] == "train" else per_cell_val
+        if counts.get(key, 0) < limit:
+            counts[key] = counts.get(key, 0) + 1
+            picked[row["split"]].append(row)
+    paths = []
+    for split, name in (("train", "train.csv"), ("validation", "val.csv")):
+        path = folder / name
+        with path.open("w", encoding="utf-8", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["text", "topic", "sentiment"])
+            writer.writeheader()
+            writer.writerows({k: r[k] for k in ("text", "topic", "sentiment")} for r in picked[split])
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory) -> dict:
+    """48 training and 24 validation rows of the demo set, with a topic and a sentiment column."""
+    train, val = write_small_demo_csvs(tmp_path_factory.mktemp("small-data"))
+    return {"train": str(train), "validation": str(val)}
+
+
+@pytest.fixture
+def small_config(small_data):
+    """``small_config(backbone, **sections)``: a fast ExperimentConfig on the small data (1 epoch, batch 8)."""
+    from core.config import parse_config
+
+    def make(backbone: str, **overrides):
+        data = {
+            "backbone": backbone,
+            "tasks": {task: {**small_data, "label_column": task} for task in ("topic", "sentiment")},
+            "training": {"epochs": 1, "batch_size": 8, "max_length": 32, "eval_every": 0},
+        }
+        for key, value in overrides.items():
+            if isinstance(value, dict) and isinstance(data.get(key), dict):
+                data[key] = {**data[key], **value}
+            else:
+                data[key] = value
+        return parse_config(data)
+
+    return make

@@ -1,0 +1,249 @@
+"""Task data: readers for every format, label indexing, splits and caps, and one-line errors for bad data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import ROOT, SHARED_DATA
+from core.config import TaskConfig, load_config, parse_config
+from core.data import DataError, load_demo_tasks, load_task, load_tasks
+
+ROWS = [("the match went to extra time", "sports"), ("a new phone with a bigger screen", "tech"),
+        ("the striker scored twice", "sports"), ("the laptop boots in seconds", "tech"),
+        ("the team lost at home", "sports"), ("this app drains the battery", "tech")]
+
+
+def write_csv(path, rows, header=("text", "label"), sep=","):
+    lines = [sep.join(header)] + [sep.join(str(v) for v in row) for row in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def task(train, validation=None, **options) -> TaskConfig:
+    return TaskConfig(train=str(train), validation=str(validation) if validation else None, **options)
+
+
+def error_of(config: TaskConfig, name: str = "topic") -> str:
+    with pytest.raises(DataError) as caught:
+        load_task(name, config)
+    message = str(caught.value)
+    assert "\n" not in message, message
+    return message
+
+
+# ---- readers --------------------------------------------------------------------------------
+
+def _write(fmt, path, rows):
+    import pandas as pd
+
+    records = [{"text": t, "label": lab} for t, lab in rows]
+    if fmt == "csv":
+        pd.DataFrame(records).to_csv(path, index=False)
+    elif fmt == "tsv":
+        pd.DataFrame(records).to_csv(path, index=False, sep="\t")
+    elif fmt == "json":
+        path.write_text(json.dumps(records), encoding="utf-8")
+    elif fmt == "jsonl":
+        path.write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
+    elif fmt == "parquet":
+        pd.DataFrame(records).to_parquet(path)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "json", "jsonl", "parquet"])
+def test_every_reader(fmt, tmp_path):
+    rows = [("Hello, world: commas stay inside the text", "sports"), *ROWS[1:]]
+    train, val = tmp_path / f"train.{fmt}", tmp_path / f"val.{fmt}"
+    _write(fmt, train, rows)
+    _write(fmt, val, rows[:2])
+    data = load_task("topic", task(train, val))
+    assert data.labels == ["sports", "tech"]
+    assert data.train_texts == [t for t, _ in rows]
+    assert data.train_labels == [0, 1, 0, 1, 0, 1]
+    assert data.val_texts == [rows[0][0], rows[1][0]] and data.val_labels == [0, 1]
+    assert data.class_counts() == {"sports": 3, "tech": 3}
+
+
+def test_na_and_null_texts_stay_text(tmp_path):
+    texts = ["NA", "null", "None", "N/A", "nan", "NULL"]
+    rows = [(t, "ab"[i % 2]) for i, t in enumerate(texts)]
+    data = load_task("t", task(write_csv(tmp_path / "t.csv", rows), write_csv(tmp_path / "v.csv", rows)))
+    assert data.train_texts == texts and data.val_texts == texts
+
+
+def test_integer_labels_keep_numeric_order(tmp_path):
+    rows = [("first example", 10), ("second example", 2), ("third example", 1), ("fourth example", 2),
+            ("fifth example", 10), ("sixth example", 1)]
+    data = load_task("t", task(write_csv(tmp_path / "t.csv", rows), write_csv(tmp_path / "v.csv", rows[:3])))
+    assert data.labels == ["1", "2", "10"]  # numeric order, not "1", "10", "2"
+    assert data.train_labels == [2, 1, 0, 1, 2, 0]
+    assert data.val_labels == [2, 1, 0]
+
+
+def test_string_labels_are_sorted_and_stripped(tmp_path):
+    rows = [("one text", "positive"), ("two text", "negative"), ("three text", "neutral"),
+            ("four text", "negative")]
+    data = load_task("t", task(write_csv(tmp_path / "t.csv", rows), write_csv(tmp_path / "v.csv", rows[:2])))
+    assert data.labels == ["negative", "neutral", "positive"]
+    assert data.train_labels == [2, 0, 1, 0]
+
+
+def test_two_tasks_from_one_table(tmp_path):
+    rows = [(t, lab, "pos" if i % 3 else "neg") for i, (t, lab) in enumerate(ROWS)]
+    path = write_csv(tmp_path / "both.csv", rows, header=("text", "topic", "mood"))
+    config = parse_config({"tasks": {
+        "topic": {"train": path, "validation": path, "label_column": "topic"},
+        "sentiment": {"train": path, "validation": path, "label_column": "mood"},
+    }})
+    tasks = load_tasks(config)
+    assert list(tasks) == ["topic", "sentiment"]
+    assert tasks["topic"].train_texts == tasks["sentiment"].train_texts == [r[0] for r in rows]
+    assert tasks["topic"].labels == ["sports", "tech"] and tasks["sentiment"].labels == ["neg", "pos"]
+    assert tasks["sentiment"].train_labels == [0, 1, 1, 0, 1, 1]
+
+
+def test_seeded_split_without_validation_file(tmp_path):
+    rows = [(f"sentence number {i}", "ab"[i % 2]) for i in range(50)]
+    path = write_csv(tmp_path / "all.csv", rows)
+    first = load_task("t", task(path, validation_fraction=0.2))
+    again = load_task("t", task(path, validation_fraction=0.2))
+    other = load_task("t", task(path, validation_fraction=0.2), seed=1)
+    assert len(first.val_texts) == 10 and len(first.train_texts) == 40
+    assert sorted(first.train_texts + first.val_texts) == sorted(r[0] for r in rows)
+    assert not set(first.train_texts) & set(first.val_texts)
+    assert first.val_texts == again.val_texts  # the same seed gives the same split
+    assert first.val_texts != other.val_texts
+    assert first.val_texts != [r[0] for r in rows][:10]  # shuffled, not the first rows
+
+
+def test_caps_are_seeded_and_keep_every_class(tmp_path):
+    rows = sorted(((f"example {i}", "abcd"[i % 4]) for i in range(400)), key=lambda r: r[1])  # sorted by label
+    path = write_csv(tmp_path / "sorted.csv", rows)
+    data = load_task("t", task(path, path, max_train_examples=40, max_validation_examples=8))
+    assert len(data.train_texts) == 40 and len(data.val_texts) == 8
+    assert set(data.train_labels) == {0, 1, 2, 3}
+    assert load_task("t", task(path, path, max_train_examples=40)).train_texts == data.train_texts
+
+
+def test_demo_tasks():
+    tasks = load_demo_tasks()
+    assert tasks["topic"].labels == ["Food", "Sports", "Technology", "Travel"]
+    assert tasks["sentiment"].labels == ["negative", "neutral", "positive"]
+    assert len(tasks["topic"].train_texts) == 1115 and len(tasks["topic"].val_texts) == 276
+    assert load_tasks(parse_config({}))["topic"].train_texts == tasks["topic"].train_texts
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="needs ../shared/data")
+def test_agnews_and_sst2_from_the_example_config(monkeypatch):
+    monkeypatch.chdir(ROOT)  # paths in configs are relative to the project root
+    config = load_config(ROOT / "examples" / "agnews_sst2.yaml")
+    tasks = load_tasks(config)
+    topic, sentiment = tasks["topic"], tasks["sentiment"]
+    assert topic.labels == ["Business", "Sci/Tech", "Sports", "World"]
+    assert sentiment.labels == ["negative", "positive"]
+    for data in tasks.values():
+        assert len(data.train_texts) == 1000 and len(data.val_texts) == 500
+        assert set(data.train_labels) == set(range(len(data.labels)))
+    # the label ids follow the published numbering when the integer column is used
+    config = parse_config({"tasks": {"topic": {"train": str(SHARED_DATA / "ag_news_test.csv"),
+                                               "max_train_examples": 200, "max_validation_examples": 50}}})
+    numeric = load_tasks(config)["topic"]
+    assert numeric.labels == ["0", "1", "2", "3"]
+    assert len(numeric.train_texts) == 200 and len(numeric.val_texts) == 50
+
+
+# ---- bad data: one line, naming the file -----------------------------------------------------
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "nowhere.csv"
+    assert error_of(task(path)) == f"{path}: file not found"
+
+
+def test_missing_column_lists_the_columns(tmp_path):
+    path = write_csv(tmp_path / "t.csv", ROWS, header=("sentence", "label"))
+    message = error_of(task(path))
+    assert message == f"{path}: no text column 'text'; columns are: sentence, label"
+    message = error_of(task(path, text_column="sentence", label_column="category"))
+    assert message == f"{path}: no label column 'category'; columns are: sentence, label"
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_text("")
+    assert error_of(task(path)) == f"{path}: the file is empty"
+    path.write_text("  \n\n")
+    assert error_of(task(path)) == f"{path}: the file is empty"
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", ""])
+def test_header_only_file(tmp_path, newline):
+    path = tmp_path / "header.csv"
+    path.write_text("text,label" + newline)
+    assert error_of(task(path)) == f"{path}: the file has a header but no rows"
+
+
+def test_header_only_validation_file(tmp_path):
+    train = write_csv(tmp_path / "t.csv", ROWS)
+    val = tmp_path / "v.csv"
+    val.write_text("text,label\n")
+    assert error_of(task(train, val)) == f"{val}: the file has a header but no rows"
+
+
+def test_empty_json_list(tmp_path):
+    path = tmp_path / "rows.json"
+    path.write_text("[]")
+    assert error_of(task(path)) == f"{path}: the file holds no rows"
+
+
+def test_fewer_than_two_classes(tmp_path):
+    path = write_csv(tmp_path / "t.csv", [(t, "sports") for t, _ in ROWS])
+    message = error_of(task(path, path))
+    assert message == f"{path}: only one class ('sports') in task 'topic'; a classifier needs two or more"
+
+
+def test_no_text(tmp_path):
+    path = write_csv(tmp_path / "t.csv", [("", lab) for _, lab in ROWS])
+    assert error_of(task(path, path)) == f"{path}: the text column is empty in every row"
+
+
+def test_numbers_as_text_are_refused(tmp_path):
+    path = write_csv(tmp_path / "t.csv", [(i, lab) for i, (_, lab) in enumerate(ROWS)])
+    assert "the text column holds only numbers" in error_of(task(path, path))
+
+
+def test_blank_labels(tmp_path):
+    path = write_csv(tmp_path / "t.csv", [ROWS[0], (ROWS[1][0], ""), *ROWS[2:]])
+    assert error_of(task(path, path)) == (f"{path}: 1 row(s) have an empty label (first at data row 2); "
+                                         "fill them in or remove them")
+
+
+def test_validation_labels_unseen_in_training(tmp_path):
+    train = write_csv(tmp_path / "t.csv", ROWS)
+    val = write_csv(tmp_path / "v.csv", [("a cooking show", "food"), ("a rainy match", "sports"),
+                                         ("pasta night", "food"), ("weather report", "weather")])
+    assert error_of(task(train, val)) == f"{val}: validation labels never seen in training: food, weather"
+
+
+def test_unsupported_type_binary_and_encoding(tmp_path):
+    other = tmp_path / "data.xlsx"
+    other.write_bytes(b"PK\x03\x04")
+    assert error_of(task(other)).startswith(f"{other}: unsupported file type .xlsx")
+    binary = tmp_path / "data.csv"
+    binary.write_bytes(b"text,label\n\x00\x01\x02,a\n")
+    assert error_of(task(binary)) == f"{binary}: this is not a text file (it holds binary data)"
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("text,label\ncaf\xe9,a\n".encode("latin-1"))
+    assert error_of(task(latin)).startswith(f"{latin}: the text is not UTF-8 (byte 0xe9")
+
+
+def test_malformed_json(tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text('{"text": "unterminated')
+    assert error_of(task(path)).startswith(f"{path}: cannot read it as json: ")
+
+
+def test_folder_instead_of_file(tmp_path):
+    folder = tmp_path / "data.csv"
+    folder.mkdir()
+    assert error_of(task(folder)) == f"{folder}: is a folder, not a data file"

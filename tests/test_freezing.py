@@ -1,0 +1,160 @@
+"""Freeze plans and presets: what each freezes, and that training leaves frozen tensors bit-identical."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from core.backbones import load_backbone
+from core.freezing import (FreezeError, FreezePlan, apply_plan, count_parameters, freeze, frozen_parts,
+                           frozen_prefix_depth, unfreeze)
+from core.model import MultiTaskModel
+from core.presets import PRESETS, plan_from_config, preset_plan
+
+LABELS = {"topic": ["a", "b", "c", "d"], "sentiment": ["neg", "neu", "pos"]}
+BACKBONE = ["embeddings", "layer.0", "layer.1", "layer.2"]
+
+
+@pytest.fixture
+def model(tiny_bert):
+    backbone, _ = load_backbone(tiny_bert, pooling="cls")
+    return MultiTaskModel(backbone, LABELS, "cls", 0.1)
+
+
+def test_presets_build_the_documented_plans(model):
+    names = list(model.parts())
+    assert names == [*BACKBONE, "pooler", "head.topic", "head.sentiment"]
+    assert preset_plan("none", names).frozen == ()
+    assert preset_plan("scenario1", names).frozen == tuple(names)
+    assert preset_plan("scenario2", names).frozen == (*BACKBONE, "pooler")
+    assert preset_plan("scenario3", names, head="sentiment").frozen == ("head.sentiment",)
+    assert preset_plan("lower_k", names, k=1).frozen == ("embeddings", "layer.0")
+    assert preset_plan("lower_k", names, k=0).frozen == ("embeddings",)
+    assert preset_plan("top_quarter", names).frozen == ("embeddings", "layer.0", "layer.1")
+    assert set(PRESETS) == {"none", "scenario1", "scenario2", "scenario3", "lower_k", "top_quarter"}
+
+
+def test_top_quarter_keeps_a_quarter_of_the_layers():
+    for depth, trained in [(4, 1), (6, 2), (12, 3), (24, 6), (1, 1)]:
+        names = ["embeddings", *(f"layer.{i}" for i in range(depth)), "head.t"]
+        frozen = preset_plan("top_quarter", names).frozen
+        assert frozen == ("embeddings", *(f"layer.{i}" for i in range(depth - trained)))
+
+
+def test_preset_argument_errors(model):
+    names = list(model.parts())
+    with pytest.raises(FreezeError, match="lower_k needs k between 0 and 3"):
+        preset_plan("lower_k", names, k=4)
+    with pytest.raises(FreezeError, match="scenario3 needs one of the heads topic, sentiment, not 'style'"):
+        preset_plan("scenario3", names, head="style")
+    with pytest.raises(FreezeError, match="unknown preset"):
+        preset_plan("scenario9", names)
+
+
+def test_unknown_part_names_list_the_valid_parts(model):
+    with pytest.raises(FreezeError) as caught:
+        apply_plan(model, FreezePlan.of(["embeddings", "layer.7", "head.style"]))
+    message = str(caught.value)
+    assert message.startswith("unknown part(s) layer.7, head.style; valid parts: ")
+    assert "embeddings, layer.0, layer.1, layer.2, pooler, head.topic, head.sentiment" in message
+    with pytest.raises(FreezeError, match="valid parts"):
+        freeze(model, "encoder")
+    # nothing was frozen by the refused calls
+    assert count_parameters(model)["trainable"] == count_parameters(model)["total"]
+
+
+def test_freeze_unfreeze_and_frozen_parts(model):
+    freeze(model, "embeddings", "head.topic")
+    assert frozen_parts(model) == ["embeddings", "head.topic"]
+    assert all(not p.requires_grad for p in model.backbone.embeddings.parameters())
+    assert all(p.requires_grad for p in model.backbone.encoder.parameters())
+    unfreeze(model, "embeddings")
+    assert frozen_parts(model) == ["head.topic"]
+    counts = count_parameters(model)
+    assert counts["total"] - counts["trainable"] == counts["by_part"]["head.topic"]["total"] == 32 * 4 + 4
+
+
+def test_config_parts_are_added_to_the_preset(model):
+    from core.config import FreezeConfig
+
+    plan = plan_from_config(FreezeConfig(preset="lower_k", k=1, parts=["head.topic", "layer.0"]), list(model.parts()))
+    assert plan.frozen == ("embeddings", "layer.0", "head.topic")  # model order, no duplicates
+
+
+def test_frozen_prefix_depth():
+    assert frozen_prefix_depth(FreezePlan.of(["layer.0"]), 3) == -1
+    assert frozen_prefix_depth(FreezePlan.of(["embeddings"]), 3) == 0
+    assert frozen_prefix_depth(FreezePlan.of(["embeddings", "layer.0", "layer.2"]), 3) == 1
+    assert frozen_prefix_depth(FreezePlan.of(["embeddings", "layer.0", "layer.1", "layer.2"]), 3) == 3
+
+
+# ---- training with each preset -----------------------------------------------------------
+
+CASES = [
+    # (preset, extra freeze keys, pooling, expected frozen parts)
+    ("none", {}, "cls", []),
+    ("scenario1", {}, "mean", [*BACKBONE, "head.topic", "head.sentiment"]),
+    ("scenario2", {}, "cls", [*BACKBONE, "pooler"]),
+    ("scenario3", {"head": "topic"}, "mean", ["head.topic"]),
+    ("lower_k", {"k": 1}, "mean", ["embeddings", "layer.0"]),
+    ("top_quarter", {}, "mean", ["embeddings", "layer.0", "layer.1"]),
+]
+
+
+def part_of(name: str) -> str:
+    """The part a model parameter belongs to, from its name (tiny BERT)."""
+    if name.startswith("heads."):
+        return "head." + name.split(".")[1]
+    if name.startswith("backbone.encoder.layer."):
+        return "layer." + name.split(".")[3]
+    if name.startswith("backbone.pooler."):
+        return "pooler"
+    assert name.startswith("backbone.embeddings."), name
+    return "embeddings"
+
+
+@pytest.mark.parametrize("preset,extra,pooling,expected", CASES, ids=[c[0] for c in CASES])
+def test_training_changes_exactly_the_trainable_tensors(preset, extra, pooling, expected, tiny_bert, small_config,
+                                                        tmp_path, monkeypatch):
+    from core.training import Trainer, prepare, run_experiment
+
+    config = small_config(tiny_bert, pooling=pooling, freeze={"preset": preset, **extra})
+    experiment = prepare(config, tmp_path)
+    assert list(experiment.plan.frozen) == expected
+    model = experiment.model
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    assert frozen == {name for name in before if part_of(name) in expected}
+    assert experiment.params["trainable"] == sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    made_optimizer = []
+    original = Trainer.make_optimizer
+    monkeypatch.setattr(Trainer, "make_optimizer", lambda self: made_optimizer.append(1) or original(self))
+    run = run_experiment(config, tmp_path, experiment=experiment)
+    summary = run.summary()
+
+    after = dict(model.named_parameters())
+    for name, tensor in before.items():
+        if name in frozen:
+            assert torch.equal(after[name], tensor), f"{preset}: frozen {name} changed"
+            assert not after[name].requires_grad
+        else:
+            assert not torch.equal(after[name], tensor), f"{preset}: trainable {name} did not change"
+    assert summary["frozen"] == expected
+    assert summary["params"]["trainable"] == experiment.params["trainable"]
+    if preset == "scenario1":
+        assert summary["status"] == "evaluated" and not made_optimizer
+        assert summary["steps"] == 0 and summary["params"]["trainable"] == 0
+        assert set(summary["tasks"]) == {"topic", "sentiment"}  # it still evaluates
+    else:
+        assert summary["status"] == "finished", summary["message"]
+        assert made_optimizer == [1] and summary["steps"] == summary["total_steps"] == 12
+
+
+def test_unknown_part_in_config_is_refused_before_a_run_exists(tiny_bert, small_config, tmp_path):
+    from core.training import prepare
+
+    config = small_config(tiny_bert, freeze={"parts": ["layer.9"]})
+    with pytest.raises(FreezeError, match=r"unknown part\(s\) layer.9; valid parts: embeddings, layer.0"):
+        prepare(config, tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()

@@ -1,0 +1,217 @@
+"""The run store: ids, listing, renaming, deleting, interrupted runs, atomic files, and warm starts."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import threading
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from core.config import parse_config
+from core.data import DataError
+from core.runs import Run, RunError, RunStore, atomic_write_json
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_create_list_rename_delete(tmp_path):
+    store = RunStore(tmp_path / "runs")
+    assert store.list() == []
+    first = store.create(parse_config({"name": "Baseline run", "freeze": {"preset": "scenario2"}}))
+    second = store.create(parse_config({"freeze": {"preset": "scenario2"}}))
+    assert first.id.endswith("-baseline-run") and second.id.endswith("-scenario2")
+    assert first.id != second.id
+    assert first.status == "running" and first.config().name == "Baseline run"
+    first.update_summary(started_at=1.0, status="finished")
+    assert [r.id for r in store.list()] == [second.id, first.id]  # newest first
+
+    store.rename(first.id, "  Renamed  ")
+    assert store.get(first.id).name == "Renamed"
+    with pytest.raises(RunError, match="1 to 80 characters"):
+        store.rename(first.id, "   ")
+    with pytest.raises(RunError, match="still training"):  # this process is alive, so the run is live
+        store.delete(second.id)
+    store.delete(first.id)
+    assert not first.path.exists()
+    assert [r.id for r in store.list()] == [second.id]
+    with pytest.raises(RunError, match="no run"):
+        store.get(first.id)
+
+
+def test_same_second_ids_do_not_collide(tmp_path):
+    store = RunStore(tmp_path)
+    config = parse_config({"name": "same"})
+    ids = {store.create(config).id for _ in range(3)}
+    assert len(ids) == 3
+
+
+@pytest.mark.parametrize("bad", ["../x", "..", "a/../../x", ".hidden", "", "x" * 121, "a b", "run;rm", "run\n"])
+def test_run_ids_are_validated(bad, tmp_path):
+    store = RunStore(tmp_path / "runs")
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(RunError):
+        store.get(bad)
+    with pytest.raises(RunError):
+        store.rename(bad, "new name")
+    with pytest.raises(RunError):
+        store.delete(bad)
+
+
+def test_delete_and_rename_never_leave_the_store(tmp_path, monkeypatch):
+    store = RunStore(tmp_path / "runs")
+    outside = store.create(parse_config({"name": "outside"}))  # a real run folder, but addressed by path
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("precious")
+    (victim / "summary.json").write_text('{"status": "finished"}')
+    monkeypatch.chdir(store.root)
+    for target in ["../victim", str(victim), str(outside.path)]:
+        with pytest.raises(RunError):
+            store.delete(target)
+        with pytest.raises(RunError):
+            store.rename(target, "pwned")
+    assert (victim / "keep.txt").read_text() == "precious"
+    assert json.loads((victim / "summary.json").read_text()) == {"status": "finished"}
+    assert outside.path.exists()
+    # reading a run by its folder stays possible (init_from accepts a folder), but only a run folder
+    assert store.get(str(outside.path)).id == outside.id
+    with pytest.raises(RunError, match="not a run folder"):
+        store.get(str(tmp_path))
+
+
+def test_a_run_left_running_by_a_dead_process_is_interrupted(tmp_path):
+    store = RunStore(tmp_path)
+    orphan = store.create(parse_config({"name": "orphan"}))
+    live = store.create(parse_config({"name": "live"}))
+    orphan.update_summary(pid=dead_pid())
+    statuses = {r.id: r.status for r in store.list()}
+    assert statuses == {orphan.id: "interrupted", live.id: "running"}
+    assert "ended before it finished" in orphan.summary()["message"]
+    store.delete(orphan.id)  # an interrupted run can be deleted
+    assert not orphan.path.exists()
+
+
+def test_summary_writes_are_atomic_even_from_two_threads(tmp_path):
+    run = Run(tmp_path)
+    run.write_summary({"status": "running"})
+    errors = []
+
+    def writer(key):
+        try:
+            for n in range(200):
+                run.update_summary(**{key: n})
+        except Exception as error:  # noqa: BLE001 - any error is the failure
+            errors.append(repr(error))
+
+    threads = [threading.Thread(target=writer, args=(f"k{i}",)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert json.loads(run.summary_path.read_text())["status"] == "running"
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temporary file left
+
+
+def test_atomic_write_replaces_whole_files(tmp_path):
+    path = tmp_path / "data.json"
+    atomic_write_json(path, {"a": 1, "long": "x" * 10_000})
+    atomic_write_json(path, {"b": 2})
+    assert json.loads(path.read_text()) == {"b": 2}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.json"]
+
+
+def test_a_torn_last_metrics_line_is_skipped(tmp_path):
+    from core.events import StateEvent, StepEvent
+
+    run = Run(tmp_path)
+    run.append_event(StateEvent("started"))
+    run.append_event(StepEvent(1, 0.1, "topic", 1.2, 1e-4))
+    with open(run.metrics_path, "a") as handle:
+        handle.write('{"kind": "step", "step": 2, "ep')
+    assert [e.kind for e in run.events()] == ["state", "step"]
+    assert run.events()[1].loss == 1.2
+
+
+def test_no_temporary_files_after_a_run(tiny_bert, small_config, tmp_path):
+    from core.training import run_experiment
+
+    run = run_experiment(small_config(tiny_bert), tmp_path)
+    assert run.status == "finished"
+    leftovers = [p for p in run.path.rglob("*") if p.name.endswith(".tmp") or ".tmp" in p.name]
+    assert leftovers == []
+    names = {p.name for p in run.path.iterdir()}
+    assert {"config.yaml", "metrics.jsonl", "summary.json", "backbone", "heads.safetensors", "heads.json"} <= names
+    assert run.config() == small_config(tiny_bert)  # config.yaml is a complete record
+
+
+def test_init_from_warm_start(tiny_bert, small_config, tmp_path):
+    from core.training import prepare, run_experiment
+
+    run_a = run_experiment(small_config(tiny_bert), tmp_path)
+    assert run_a.status == "finished"
+    heads_a = load_file(str(run_a.heads_path))
+    labels_a = json.loads((run_a.path / "heads.json").read_text())["labels"]
+    assert labels_a["topic"] == ["Food", "Sports", "Technology", "Travel"]
+
+    # B sees only two topics, so on its own it would number them Sports=0, Travel=1
+    two = tmp_path / "two_topics.csv"
+    source = small_config(tiny_bert).tasks["topic"]
+    with open(source.train, encoding="utf-8") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["topic"] in ("Sports", "Travel")]
+    with open(two, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["text", "topic", "sentiment"])
+        writer.writeheader()
+        writer.writerows(rows)
+    tasks = {"topic": {"train": str(two), "label_column": "topic"},
+             "sentiment": {"train": str(two), "label_column": "sentiment"}}
+    config_b = small_config(tiny_bert, tasks=tasks, init_from=run_a.id,
+                            freeze={"preset": "scenario3", "head": "topic"})
+    experiment = prepare(config_b, tmp_path)
+    topic = experiment.tasks["topic"]
+    assert topic.labels == labels_a["topic"]  # A's order, all four labels
+    assert {topic.labels[i] for i in topic.train_labels + topic.val_labels} <= {"Sports", "Travel"}
+    texts = {r["text"]: r["topic"] for r in rows}
+    assert all(texts[t] == topic.labels[i] for t, i in zip(topic.train_texts, topic.train_labels))
+
+    run_b = run_experiment(config_b, tmp_path, experiment=experiment)
+    summary_b = run_b.summary()
+    assert summary_b["status"] == "finished", summary_b["message"]
+    assert summary_b["init_from"] == run_a.id and summary_b["frozen"] == ["head.topic"]
+    assert summary_b["tasks"]["topic"]["labels"] == labels_a["topic"]
+    heads_b = load_file(str(run_b.heads_path))
+    for key in ("topic.classifier.weight", "topic.classifier.bias"):
+        assert torch.equal(heads_b[key], heads_a[key]), key  # the frozen head is A's, bit for bit
+    assert not torch.equal(heads_b["sentiment.classifier.weight"], heads_a["sentiment.classifier.weight"])
+    backbone_a = load_file(str(run_a.backbone_dir / "model.safetensors"))
+    backbone_b = load_file(str(run_b.backbone_dir / "model.safetensors"))
+    assert any(not torch.equal(backbone_a[k], backbone_b[k]) for k in backbone_a)  # B's backbone trained on
+
+    # a label A's head never saw cannot be mapped onto it
+    odd = tmp_path / "odd.csv"
+    odd.write_text("text,topic\nrain all day,Weather\nsun again,Weather\nthe match,Sports\nanother match,Sports\n")
+    bad = small_config(tiny_bert, tasks={"topic": {"train": str(odd), "validation": str(odd), "label_column": "topic"}},
+                       init_from=run_a.id)
+    with pytest.raises(DataError, match="labels Weather are unknown to run .*, which knows Food, Sports, Tech"):
+        prepare(bad, tmp_path)
+
+
+def test_init_from_refuses_unusable_sources(tiny_bert, small_config, tmp_path):
+    from core.training import prepare
+
+    store = RunStore(tmp_path)
+    empty = store.create(parse_config({}))
+    empty.update_summary(status="failed")
+    with pytest.raises(DataError, match=f"run {empty.id} has no saved weights"):
+        prepare(small_config(tiny_bert, init_from=empty.id), tmp_path)
+    with pytest.raises(RunError, match="no run"):
+        prepare(small_config(tiny_bert, init_from="20990101-000000-none"), tmp_path)
