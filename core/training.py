@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from core import checkpoints, device as devices
 from core.batching import EncodedSplit, collate, encode, epoch_schedule, steps_per_epoch
+from core.cache import FrozenPrefixCache
 from core.config import ExperimentConfig
 from core.data import DataError, TaskData, load_tasks
 from core.events import EvalEvent, EventBus, ProgressEvent, StateEvent, StepEvent, Subscriber
@@ -138,6 +139,8 @@ class Trainer:
         self.peak_mb = 0.0
         self.last_eval: dict = {}
         self.started = time.time()
+        self.prefix_cache: FrozenPrefixCache | None = None
+        self.cache_info: dict = {"used": False, "reason": "the run ended before training started"}
 
     # -- the whole run ---------------------------------------------------------------------
     def run(self) -> None:
@@ -162,7 +165,11 @@ class Trainer:
                 message = OOM_HINT
                 self.release_memory()
         if status in ("finished", "stopped", "evaluated"):
-            checkpoints.save_weights(self.model_for_saving(), self.x.tokenizer, self.run_folder)
+            try:
+                checkpoints.save_weights(self.model_for_saving(), self.x.tokenizer, self.run_folder)
+            except OSError as error:  # e.g. the disk filled up: keep the record, say why there are no weights
+                status, message = "failed", f"could not save the weights: {error.strerror or error}"
+        self.close_cache()
         self.write_summary(status, message)
         self.bus.emit(StateEvent(status, message))
 
@@ -192,6 +199,15 @@ class Trainer:
                 self.model, self.optimizer, self.scheduler)
         else:
             self.model = self.accelerator.prepare(self.model)
+        self.prefix_cache = FrozenPrefixCache(
+            x.model, self.model, enabled=cfg.cache_frozen_prefix, trains=x.trains,
+            splits={f"{part}/{n}": s.ids for part, splits in (("train", self.train_splits), ("val", self.val_splits))
+                    for n, s in splits.items()},
+            settings={"tokenizer": getattr(x.tokenizer, "name_or_path", ""), "vocab": len(x.tokenizer),
+                      "max_length": cfg.max_length, "pad_id": self.pad_id, "backbone": x.config.backbone,
+                      "init_from": x.warm_start},
+            folder=self.run_folder.path, device=self.device, autocast=self.accelerator.autocast)
+        self.run_folder.update_summary(cache=self.prefix_cache.info())
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         """AdamW over trainable parameters only; heads get their own learning rate."""
@@ -209,6 +225,7 @@ class Trainer:
         rng = random.Random(cfg.seed)
         weights = self.loss_weights()
         for epoch in range(cfg.epochs):
+            self.prefix_cache.revalidate()  # rebuilds only if the frozen prefix changed
             schedule = epoch_schedule(self.train_splits, cfg.batch_size, rng, cfg.length_bucketing,
                                       cfg.task_sampling)
             for i, (task, rows) in enumerate(schedule):
@@ -233,10 +250,12 @@ class Trainer:
 
     def train_step(self, task: str, rows: list[int], weight: float) -> float:
         split = self.train_splits[task]
-        input_ids, mask = collate([split.ids[r] for r in rows], self.pad_id)
         labels = torch.tensor([split.labels[r] for r in rows], device=self.device)
         self.model.train()
-        logits = self.model(task, input_ids.to(self.device), mask.to(self.device))
+        logits = self.prefix_cache.logits(task, f"train/{task}", split.ids, rows)  # None: no cache
+        if logits is None:
+            input_ids, mask = collate([split.ids[r] for r in rows], self.pad_id)
+            logits = self.model(task, input_ids.to(self.device), mask.to(self.device))
         loss = F.cross_entropy(logits.float(), labels)
         self.accelerator.backward(loss * weight)
         self.accelerator.clip_grad_norm_(trainable_parameters(self.x.model), self.cfg.max_grad_norm)
@@ -266,9 +285,12 @@ class Trainer:
             predictions, total_loss = [], 0.0
             for start in range(0, len(split), self.cfg.batch_size * 2):
                 ids = split.ids[start:start + self.cfg.batch_size * 2]
-                input_ids, mask = collate(ids, self.pad_id)
                 labels = torch.tensor(split.labels[start:start + len(ids)], device=self.device)
-                logits = self.model(task, input_ids.to(self.device), mask.to(self.device)).float()
+                logits = self.prefix_cache.logits(task, f"val/{task}", split.ids, list(range(start, start + len(ids))))
+                if logits is None:
+                    input_ids, mask = collate(ids, self.pad_id)
+                    logits = self.model(task, input_ids.to(self.device), mask.to(self.device))
+                logits = logits.float()
                 total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
                 predictions += logits.argmax(-1).tolist()
             labels = self.x.tasks[task].labels
@@ -291,10 +313,16 @@ class Trainer:
             self.peak_mb = max(self.peak_mb, psutil.Process().memory_info().rss / 2**20)
 
     def release_memory(self) -> None:
+        self.close_cache()
         for name in ("optimizer", "scheduler"):
             self.__dict__.pop(name, None)
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        torch.cuda.empty_cache()  # a no-op unless CUDA was initialised
+
+    def close_cache(self) -> None:
+        """Free the cached activations (and any memory-mapped file); keep what the summary reports."""
+        if self.prefix_cache is not None:
+            self.cache_info = self.prefix_cache.close()
+            self.prefix_cache = None
 
     def model_for_saving(self) -> MultiTaskModel:
         return self.accelerator.unwrap_model(self.model) if hasattr(self, "accelerator") else self.x.model
@@ -312,6 +340,6 @@ class Trainer:
             "examples_per_second": round(self.train_examples / self.train_seconds, 2) if self.train_seconds else 0.0,
             "train_seconds": round(self.train_seconds, 2), "wall_seconds": round(time.time() - self.started, 2),
             "peak_memory_mb": round(self.peak_mb, 1), "device": x.device, "precision": x.precision,
-            "init_from": x.warm_start, "finished_at": time.time(),
+            "init_from": x.warm_start, "finished_at": time.time(), "cache": self.cache_info,
         })
         self.run_folder.write_summary(summary)
