@@ -61,6 +61,7 @@ def cmd_train(args) -> int:
     from core.training import prepare, run_experiment
 
     config = load_config(args.config)
+    RunStore(args.runs_dir).check_writable()  # before minutes of loading, not after
     experiment = prepare(config, args.runs_dir)
     print(f"backbone {config.backbone}: {experiment.params['trainable']:,} of {experiment.params['total']:,} "
           f"parameters trainable; frozen: {', '.join(experiment.plan.frozen) or 'nothing'}", file=sys.stderr)

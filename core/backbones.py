@@ -10,6 +10,7 @@ shared by every layer and are counted with the embeddings.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,9 @@ from torch import nn
 
 MINILM = "minilm"
 NOT_ENCODERS = ("gpt", "llama", "mistral", "qwen", "gemma", "phi", "opt", "bloom", "falcon", "t5", "bart")
+# transformers' lazy imports are not thread-safe on first use: two threads loading at once (the page's
+# background part count and a Train pressed right away) fail with "cannot import name 'AutoModel'".
+LOAD_LOCK = threading.RLock()
 
 
 class BackboneError(ValueError):
@@ -66,7 +70,8 @@ def looks_like_path(name: str) -> bool:
 
 def load_backbone_config(name: str):
     """The backbone's config, checked to be an encoder we can use."""
-    from transformers import AutoConfig
+    with LOAD_LOCK:
+        from transformers import AutoConfig
 
     source = resolve_source(name)
     if looks_like_path(name) or Path(source).is_dir():
@@ -106,8 +111,14 @@ def load_backbone(name: str, pooling: str = "mean"):
     """Load (model, tokenizer) for a name: 'minilm', a hub id or a local folder.
 
     With mean pooling the pooler takes no part in the computation, so it is
-    dropped: every part that is listed then really is used.
+    dropped: every part that is listed then really is used. One load at a time
+    per process (``LOAD_LOCK``).
     """
+    with LOAD_LOCK:
+        return _load_backbone(name, pooling)
+
+
+def _load_backbone(name: str, pooling: str):
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -119,7 +130,7 @@ def load_backbone(name: str, pooling: str = "mean"):
         model = AutoModel.from_pretrained(source, config=config, trust_remote_code=False)
     except OSError as error:
         raise BackboneError(_explain_os_error(name, error)) from None
-    except (ValueError, KeyError) as error:
+    except (ValueError, KeyError, TypeError) as error:  # TypeError: a config.json without "architectures"
         raise BackboneError(f"cannot load backbone {name!r}: {_first_line(error)}") from None
     if pooling == "mean" and getattr(model, "pooler", None) is not None:
         model.pooler = None
@@ -187,6 +198,8 @@ def _first_line(error: BaseException) -> str:
 
 def _explain_os_error(name: str, error: OSError) -> str:
     text = str(error)
+    if Path(resolve_source(name)).is_dir():  # a local folder: the hub and the cache play no part
+        return f"cannot load backbone {name!r} from its folder: {_first_line(error)}"
     if os.environ.get("HF_HUB_OFFLINE") == "1" or "offline" in text.lower() or "connect" in text.lower():
         return (
             f"cannot load backbone {name!r}: it is not in the local cache and the hub cannot be reached "

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PRESET_NAMES = ("none", "scenario1", "scenario2", "scenario3", "lower_k", "top_quarter")
 
@@ -86,15 +86,16 @@ class ExperimentConfig(_Strict):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     init_from: str | None = Field(None, description="a run id or run folder whose weights to start from")
 
-    @model_validator(mode="after")
-    def _task_names(self) -> "ExperimentConfig":
-        if self.tasks is not None:
-            if not self.tasks:
+    @field_validator("tasks")
+    @classmethod
+    def _task_names(cls, tasks):  # a field validator, so that the message names the key "tasks"
+        if tasks is not None:
+            if not tasks:
                 raise ValueError("tasks is empty: give one task or more, or omit it for the demo data")
-            for name in self.tasks:
+            for name in tasks:
                 if not name.replace("_", "").replace("-", "").isalnum():
                     raise ValueError(f"task name {name!r} may hold only letters, digits, '-' and '_'")
-        return self
+        return tasks
 
     @property
     def task_names(self) -> list[str]:
@@ -127,6 +128,26 @@ def parse_config(data: Any) -> ExperimentConfig:
         raise ConfigError(_one_line(error)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a key given twice is an error (PyYAML would keep the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *anchor" may be overridden by the keys after it
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: SafeLoader reports it
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
+                                                        key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
 def load_config(path: str | Path) -> ExperimentConfig:
     """Read a YAML (or JSON, which is YAML) config file."""
     path = Path(path)
@@ -134,10 +155,13 @@ def load_config(path: str | Path) -> ExperimentConfig:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
-    except (UnicodeDecodeError, IsADirectoryError, PermissionError) as error:
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: the config is not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset "
+                          f"{error.start}); save it as UTF-8") from None
+    except (IsADirectoryError, PermissionError) as error:
         raise ConfigError(f"{path}: cannot read the config ({type(error).__name__})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # safe: plain YAML types only, never Python objects
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import math
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,12 +122,21 @@ def read_table(source: str, task, split: str) -> Table:
     columns = list(dataset.column_names)
     for role, column in (("text", task.text_column), ("label", task.label_column)):
         if column not in columns:
-            raise DataError(f"{where}: no {role} column {column!r}; columns are: {', '.join(columns)}")
+            raise DataError(f"{where}: no {role} column {column!r}; columns are: {_column_list(columns)}")
     if len(dataset) == 0:
         raise DataError(f"{where}: the file has a header but no rows")
     feature = dataset.features[task.label_column]
     names = list(feature.names) if hasattr(feature, "names") else None
     return Table(list(dataset[task.text_column]), list(dataset[task.label_column]), names, where)
+
+
+def _column_list(columns: list, limit: int = 20, width: int = 40) -> str:
+    """The columns for a message: a header that is really data (a missing header, one huge line) stays short."""
+    shown = [str(c) if len(str(c)) <= width else str(c)[:width] + "..." for c in columns[:limit]]
+    text = ", ".join(shown) + (f" and {len(columns) - limit} more" if len(columns) > limit else "")
+    if any(len(str(c)) > width or " " in str(c).strip() for c in columns):
+        text += " (the first line is read as the header; does the file have one?)"
+    return text
 
 
 def check_file(source: str) -> Path:
@@ -146,6 +156,8 @@ def check_file(source: str) -> Path:
         raise DataError(f"{source}: the file is {size / 2**20:.0f} MB, over the {MAX_FILE_MB} MB limit")
     if FORMATS[suffix][0] != "parquet":
         raw = path.read_bytes()
+        if raw.startswith((b"\xff\xfe", b"\xfe\xff")):  # a byte-order mark: UTF-16/32 text, not binary
+            raise DataError(f"{source}: the text is UTF-16, not UTF-8; save it as UTF-8")
         if b"\x00" in raw[:65536]:
             raise DataError(f"{source}: this is not a text file (it holds binary data)")
         try:
@@ -168,10 +180,20 @@ def _load_file(path: Path):
     if builder == "csv":
         options = {"delimiter": delimiter, "keep_default_na": False}  # "NA" and "null" stay text
     datasets.disable_progress_bars()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its parsers log each failure; ours is one line
     try:
         return datasets.load_dataset(builder, data_files=str(path), split="train", **options)
     except Exception as error:  # parsers raise many types; the user needs one sentence
-        raise DataError(f"{path}: cannot read it as {path.suffix.lower()[1:]}: {_root_cause(error)}") from None
+        cause = _root_cause(error)
+        if "corresponds to no data" in cause:  # what datasets says for a header-only csv or an empty json list
+            what = "has a header but no rows" if builder == "csv" else "holds no rows"
+            raise DataError(f"{path}: the file {what}") from None
+        ragged = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", cause)
+        if ragged:
+            expected, line, saw = ragged.groups()
+            raise DataError(f"{path}: line {line} has {saw} fields but the header has {expected}; "
+                            "check that row's separators and quotes") from None
+        raise DataError(f"{path}: cannot read it as {path.suffix.lower()[1:]}: {cause}") from None
 
 
 def _load_hub(name: str, subset: str | None, split: str):
@@ -182,7 +204,8 @@ def _load_hub(name: str, subset: str | None, split: str):
         return datasets.load_dataset(name, subset, split=split)
     except Exception as error:
         cause = _root_cause(error)
-        if "offline" in cause.lower() or "connect" in cause.lower() or "Couldn't find" in cause:
+        lowered = cause.lower()  # datasets 4 offline says "... is not cached in None"
+        if "offline" in lowered or "connect" in lowered or "couldn't find" in lowered or "not cached" in lowered:
             cause = "it is not cached and the hub cannot be reached (offline); use a local file"
         raise DataError(f"hub data set {name!r}: {cause}") from None
 
@@ -234,10 +257,12 @@ def clean_texts(table: Table) -> Table:
 
 def label_names(table: Table) -> list:
     """Distinct labels in a stable order: numeric order for numbers, else alphabetical."""
-    blanks = [i for i, v in enumerate(table.labels) if _is_blank(v)]
+    nan_text = [i for i, v in enumerate(table.labels) if isinstance(v, str) and v.strip().lower() == "nan"]
+    blanks = sorted({*(i for i, v in enumerate(table.labels) if _is_blank(v)), *nan_text})  # "NaN": a missing value
     if blanks:
+        what = "an empty or NaN label" if nan_text else "an empty label"
         raise DataError(
-            f"{table.source}: {len(blanks)} row(s) have an empty label (first at data row {blanks[0] + 1}); "
+            f"{table.source}: {len(blanks)} row(s) have {what} (first at data row {blanks[0] + 1}); "
             "fill them in or remove them"
         )
     distinct = set(table.labels)
@@ -269,6 +294,10 @@ def index_labels(name: str, train: Table, val: Table) -> TaskData:
     index = {label: i for i, label in enumerate(labels)}
     label_names(val)  # same blank / count checks
     val_text = [_label_text(v, val.label_names) for v in val.labels]
+    both = len(set(labels) | set(val_text))
+    if both > MAX_LABELS:  # each split under the limit, together over it: still the wrong column
+        raise DataError(f"{train.source}: {both} distinct labels (over {MAX_LABELS}); did you pick the text column "
+                        "as the label column?")
     unseen = sorted(set(val_text) - set(index))
     if unseen:
         raise DataError(f"{val.source}: validation labels never seen in training: {', '.join(unseen[:10])}")

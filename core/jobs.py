@@ -15,7 +15,7 @@ from pathlib import Path
 
 from core.config import ExperimentConfig
 from core.locks import BusyError
-from core.runs import Run
+from core.runs import Run, RunStore
 
 
 @dataclass
@@ -64,6 +64,7 @@ class JobManager:
             job.run, job.state = run, "running"
 
         try:
+            RunStore(job.runs_dir).check_writable()  # a full disk or a bad folder: say so before loading anything
             experiment = prepare(job.config, job.runs_dir)
             if job.stop.is_set():
                 job.state, job.error = "done", "stopped before training began"

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -29,13 +30,21 @@ class RunError(ValueError):
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write then rename, so that a crash never leaves a half-written file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    """Write then rename, so that a crash never leaves a half-written file.
+
+    The temporary name is per process and per thread: the page's thread may rename a
+    run while the trainer's thread rewrites the same summary.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # the old file stays whole; no stray temporary is left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def atomic_write_json(path: Path, data: dict) -> None:
@@ -121,7 +130,7 @@ class RunStore:
         """Fail before training, not halfway: the folder must exist or be creatable, and have room."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            probe = self.root / f".write-test-{os.getpid()}"
+            probe = self.root / f".write-test-{os.getpid()}-{threading.get_ident()}"  # two threads, two probes
             probe.write_text("ok")
             probe.unlink()
         except OSError as error:
@@ -153,13 +162,15 @@ class RunStore:
         })
         return run
 
-    def get(self, run: str | Path) -> Run:
-        """A run by id (validated, so no name escapes the store) or by its folder path."""
+    def get(self, run: str | Path, by_path: bool = True) -> Run:
+        """A run by id (validated, so no name escapes the store) or, if ``by_path``, by its run folder."""
         text = str(run)
         candidate = Path(text).expanduser()
-        if ("/" in text or os.sep in text) and candidate.is_dir():
+        if by_path and ("/" in text or os.sep in text):
+            if not (candidate / "summary.json").is_file():
+                raise RunError(f"{text} is not a run folder (it has no summary.json)")
             return Run(candidate)
-        if not RUN_ID.match(text):
+        if not RUN_ID.fullmatch(text):  # fullmatch: a trailing newline is refused too
             raise RunError(f"invalid run id {text!r}: use letters, digits, '.', '-' and '_'")
         path = self.root / text
         if not (path / "summary.json").exists():
@@ -184,10 +195,10 @@ class RunStore:
         name = name.strip()
         if not name or len(name) > 80:
             raise RunError("a run name must have 1 to 80 characters")
-        self.get(run_id).update_summary(name=name)
+        self.get(run_id, by_path=False).update_summary(name=name)
 
     def delete(self, run_id: str) -> None:
-        run = self.get(run_id)
+        run = self.get(run_id, by_path=False)  # an id inside this store only: never rmtree a path
         summary = run.summary()
         if summary.get("status") == ACTIVE and pid_alive(summary.get("pid"), summary.get("host")):
             raise RunError(f"run {run_id} is still training; stop it first")

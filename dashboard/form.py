@@ -4,6 +4,7 @@ ExperimentConfig that the CLI uses too."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from pathlib import Path
@@ -99,7 +100,10 @@ def task_inputs(task: str) -> None:
     source = None
     if kind == "Upload a file":
         upload = st.file_uploader(f"{task} training file", type=FILE_TYPES, key=f"upload:{task}")
-        source = save_upload(upload) if upload is not None else None
+        try:
+            source = save_upload(upload) if upload is not None else None
+        except ValueError as error:
+            st.error(str(error))
     elif kind == "Local path":
         typed = st.text_input("Path to a csv/tsv/json/jsonl/parquet file", key=f"path:{task}")
         if typed:
@@ -136,12 +140,20 @@ def save_upload(upload) -> str:
     """Store an upload under uploads/<content hash>/ with a safe name; it is only ever parsed, never run."""
     data = upload.getvalue()
     digest = hashlib.sha256(data).hexdigest()[:16]
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(upload.name).name)[-100:] or "upload.csv"
+    # only the base name, safe characters, no leading dot (so never ".." or a hidden file)
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(upload.name).name).lstrip(".")[-100:] or "upload.csv"
     folder = uploads_dir() / digest
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
-    if not path.exists():
-        path.write_bytes(data)
+    tmp = folder / f".{name}.part"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            tmp.write_bytes(data)
+            tmp.replace(path)  # write then rename: a full disk never leaves a truncated file under the real name
+    except OSError as error:  # a full disk or an unusable uploads folder: a message, not a traceback
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise ValueError(f"cannot store the upload in {uploads_dir()}: {error.strerror or error}") from None
     return str(path)
 
 
@@ -170,16 +182,19 @@ def task_config(task: str) -> dict | None:
 def checked_task(task: str):
     """The task's data, checked exactly as training will check it; a message string if it is bad."""
     config = task_config(task)
-    return _check(tuple(sorted(config.items()))) if config else "choose a source first"
+    if not config:
+        return "choose a source first"
+    return _check(task, tuple(sorted(config.items())), int(st.session_state.get("seed", 0)))
 
 
 @st.cache_data(show_spinner="Checking the data...", max_entries=32)
-def _check(items: tuple):
+def _check(task: str, items: tuple, seed: int):
+    """Cached on all it depends on: the task name (it is in the messages), the source and columns, the seed."""
     from core.config import TaskConfig
     from core.data import DataError, load_task
 
     try:
-        return load_task("task", TaskConfig(**dict(items)), seed=int(st.session_state.get("seed", 0)))
+        return load_task(task, TaskConfig(**dict(items)), seed=seed)
     except DataError as error:
         return str(error)
 

@@ -78,7 +78,7 @@ def freeze_section(tasks: list[str]) -> tuple[list[str], dict | None]:
         return [], None
     if not parts:
         st.info("Reading the backbone's parts...")
-        st.fragment(run_every=0.5)(wait_for_counts)()
+        poll_counts()
         return [], None
     presets_row(parts, tasks)
     toggles_grid(parts)
@@ -86,7 +86,7 @@ def freeze_section(tasks: list[str]) -> tuple[list[str], dict | None]:
     if counts:
         readout_panel(counts, set(frozen))
     else:
-        st.fragment(run_every=0.5)(wait_for_counts)()
+        poll_counts()
     st.html(model_picture(parts, set(frozen)))
     if set(frozen) == set(parts):
         st.info("Everything is frozen: nothing can learn, so Train will only evaluate the current weights "
@@ -94,10 +94,20 @@ def freeze_section(tasks: list[str]) -> tuple[list[str], dict | None]:
     return frozen, matching_preset(parts)
 
 
+def poll_counts() -> None:
+    """Draw the polling fragment. In a whole-page run it must not rerun the page itself: that would drop
+    a click made in the same run (Train pressed while the counts load); its next tick does it instead."""
+    st.session_state["_page_run"] = True
+    try:
+        st.fragment(run_every=0.5)(wait_for_counts)()
+    finally:
+        st.session_state["_page_run"] = False
+
+
 def wait_for_counts() -> None:
     """Poll the background load; redraw the whole page once the counts are known."""
     described = resources.backbone_description(selected_backbone(), st.session_state.pooling)
-    if described.done:
+    if described.done and not st.session_state.get("_page_run"):
         st.rerun()
     st.caption("Loading the backbone to count its parameters...")
 

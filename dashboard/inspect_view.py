@@ -25,7 +25,11 @@ def inspect_section() -> None:
     if st.button("Predict", key="predict", disabled=not text.strip()):
         from core.checkpoints import predict
 
-        model, tokenizer = resources.trained_model(str(run.path))
+        try:
+            model, tokenizer = resources.trained_model(str(run.path))
+        except (OSError, ValueError) as error:  # RunError: weights that are not safetensors, or damaged
+            st.error(f"This run's model cannot be loaded: {error}")
+            return
         result = predict(model, tokenizer, [text])[0]
         for column, (task, ranked) in zip(st.columns(len(result)), result.items()):
             column.markdown(f"**{task}: {ranked[0][0]}** ({ranked[0][1]:.0%})")
