@@ -37,8 +37,8 @@ def page_run(args, runs: Path) -> dict:
     with streamlit_server(env) as (url, launched), browser_page() as page:
         answered = time.time()
         page.goto(url)
-        toggle = page.get_by_role("checkbox", name="layer.0", exact=True)
-        toggle.wait_for(state="visible", timeout=120_000)
+        toggle = page.get_by_role("switch", name="layer.0", exact=True)  # visually hidden input behind the toggle
+        toggle.wait_for(state="attached", timeout=120_000)
         while not toggle.is_enabled():
             time.sleep(0.02)
         interactive = time.time()
@@ -50,15 +50,18 @@ def page_run(args, runs: Path) -> dict:
         every.press("Enter")
         page.wait_for_timeout(1000)
         page.get_by_role("button", name="Train", exact=True).click()
+        page.get_by_text("Loading the backbone and the data").or_(page.get_by_text("training on")).first.wait_for(
+            timeout=60_000)
         deadline = time.time() + args.timeout
         while time.time() < deadline:
             top = page.evaluate(MAX_X_JS)
             now = time.time()
             if top is not None and top >= 0 and int(top) not in seen:
                 seen[int(top)] = now
-            if page.get_by_text("Run ").filter(has_text="finished").count():
+            if page.get_by_text(": finished").count():
                 break
-            time.sleep(0.05)
+            time.sleep(0.2)
+        page.screenshot(path=str(ROOT / "bench" / "results" / "page-finished.png"))
     run = next(runs.iterdir())
     summary = json.loads((run / "summary.json").read_text())
     steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

@@ -13,8 +13,10 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:  # torch loads only when a model does, so the page starts fast
+    from torch import nn
 
 MINILM = "minilm"
 NOT_ENCODERS = ("gpt", "llama", "mistral", "qwen", "gemma", "phi", "opt", "bloom", "falcon", "t5", "bart")
@@ -147,6 +149,8 @@ def discover_parts(model: nn.Module) -> BackboneParts:
             f"{config.model_type} shares one layer's weights across all {depth} layers, so layers cannot be "
             "frozen one by one; freeze the whole backbone or nothing with another backbone instead"
         )
+    from torch import nn
+
     lists = [(path, m) for path, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
     layer_lists = [(path, m) for path, m in lists if len(m) == depth]
     if len(layer_lists) != 1:
@@ -171,6 +175,8 @@ def discover_parts(model: nn.Module) -> BackboneParts:
 
 
 def _embeddings_module(model: nn.Module) -> nn.Module:
+    from torch import nn
+
     if isinstance(getattr(model, "embeddings", None), nn.Module):
         return model.embeddings
     word_embeddings = model.get_input_embeddings()

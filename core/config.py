@@ -57,7 +57,7 @@ class FreezeConfig(_Strict):
 
 
 class TrainingConfig(_Strict):
-    epochs: int = Field(3, ge=1, le=100)
+    epochs: int = Field(2, ge=1, le=100)
     batch_size: int = Field(32, ge=1, le=1024)
     learning_rate: float = Field(5e-5, gt=0, le=1e-2, description="backbone learning rate")
     head_learning_rate: float = Field(1e-3, gt=0, le=1e-1, description="learning rate of the task heads")

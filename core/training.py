@@ -144,9 +144,9 @@ class Trainer:
 
     # -- the whole run ---------------------------------------------------------------------
     def run(self) -> None:
-        self.bus.emit(StateEvent("started", f"training on {devices.describe_device(self.x.device)}"))
         status, message = "finished", ""
         try:
+            self.bus.emit(StateEvent("started", f"training on {devices.describe_device(self.x.device)}"))
             self.setup()
             if self.x.trains:
                 self.train()

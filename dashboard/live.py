@@ -77,6 +77,17 @@ def status_line(job, where) -> None:
             where.success(text)
 
 
+def cache_note(cache: dict | None) -> str:
+    """One sentence on the frozen-prefix cache: what it holds, and its one semantic difference."""
+    if not cache:
+        return ""
+    if cache.get("used"):
+        where = f" on {cache['storage']}" if cache.get("storage") else ""
+        return (f"Frozen prefix cached (embeddings + {cache.get('depth')} layers{where}): "
+                f"{cache.get('semantics') or 'the cached part runs without dropout'}.")
+    return f"Frozen prefix not cached: {cache.get('reason')}." if cache.get("reason") else ""
+
+
 def draw_run(run) -> None:
     events = run.events()
     progress = [e for e in events if e.kind == "progress"]
@@ -87,7 +98,7 @@ def draw_run(run) -> None:
                                               f"{p.examples_per_second:.0f} examples/s · ETA {p.eta_seconds:.0f} s")
     notes = [e.message for e in events if e.kind == "state" and e.state == "started" and e.message]
     if notes:
-        st.caption(notes[-1])
+        st.caption(notes[-1] + ". " + cache_note(run.summary().get("cache")))
     c1, c2 = st.columns(2)
     c1.radio("x axis", ["step", "epoch"], key="x_axis", horizontal=True)
     c2.slider("Smoothing", 0.0, 0.95, key="smoothing", step=0.05, help="Moving average of the training loss.")
