@@ -189,6 +189,7 @@ class Trainer:
         self.steps_per_epoch = steps_per_epoch(self.train_splits, cfg.batch_size, cfg.task_sampling)
         self.total_steps = self.steps_per_epoch * cfg.epochs if x.trains else 0
         self.model = x.model
+        self.trainable = trainable_parameters(x.model)  # fixed for the run: computed once, not every step
         if x.trains:
             self.optimizer = self.make_optimizer()
             from transformers import get_linear_schedule_with_warmup
@@ -258,7 +259,7 @@ class Trainer:
             logits = self.model(task, input_ids.to(self.device), mask.to(self.device))
         loss = F.cross_entropy(logits.float(), labels)
         self.accelerator.backward(loss * weight)
-        self.accelerator.clip_grad_norm_(trainable_parameters(self.x.model), self.cfg.max_grad_norm)
+        self.accelerator.clip_grad_norm_(self.trainable, self.cfg.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
