@@ -51,14 +51,16 @@ def head_parameters(hidden_size: int, n_labels: int) -> int:
 
 def describe(backbone: str, pooling: str) -> dict:
     """Load the backbone once and count its parameters per part (heads excluded)."""
-    from core.backbones import discover_parts, load_backbone
+    from core.backbones import load_backbone
+    from core.freezing import count_parameters
+    from core.model import MultiTaskModel
 
-    model, _ = load_backbone(backbone, pooling)
-    parts = discover_parts(model).named()
-    counts = {name: sum(p.numel() for m in modules for p in m.parameters()) for name, modules in parts.items()}
-    hidden = getattr(model.config, "hidden_size", None) or model.config.dim
-    return {"model_type": model.config.model_type, "hidden_size": hidden, "n_layers": len(parts) - 1 -
-            ("pooler" in parts), "parts": counts, "extra_embedding_modules": discover_parts(model).extra_embedding_modules}
+    backbone_model, _ = load_backbone(backbone, pooling)
+    model = MultiTaskModel(backbone_model, {}, pooling, 0.0)  # no heads: their size depends on the data
+    parts = model.backbone_parts()
+    counts = {name: c["total"] for name, c in count_parameters(model)["by_part"].items()}
+    return {"model_type": backbone_model.config.model_type, "hidden_size": model.hidden_size,
+            "n_layers": len(parts.layers), "parts": counts, "extra_embedding_modules": parts.extra_embedding_modules}
 
 
 def readout(part_counts: dict[str, int], frozen: set[str]) -> dict:

@@ -278,16 +278,12 @@ class FrozenPrefixCache:
         self.stores.clear()
 
     # -- storage -------------------------------------------------------------------------
-    def hidden_size(self) -> int:
-        config = self.model.backbone.config
-        return getattr(config, "hidden_size", None) or config.dim
-
     def choose_storage(self, splits: dict[str, list[list[int]]]) -> str:
         """GPU memory if it fits, else CPU memory, else a memory-mapped file (fp32 estimate)."""
         if self.forced_storage:
             return self.forced_storage
         rows = sum(len(ids) if self.kind == "pooled" else sum(len(x) for x in ids) for ids in splits.values())
-        need = rows * self.hidden_size() * 4
+        need = rows * self.model.hidden_size * 4
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
             if need <= GPU_SHARE * free:

@@ -32,8 +32,9 @@ class MultiTaskModel(nn.Module):
             raise ValueError(f"pooling must be 'mean' or 'cls', not {pooling!r}")
         self.backbone = backbone
         self.pooling = pooling
-        hidden = backbone.config.hidden_size if hasattr(backbone.config, "hidden_size") else backbone.config.dim
-        self.heads = nn.ModuleDict({task: TaskHead(hidden, labels, dropout) for task, labels in task_labels.items()})
+        self.hidden_size = backbone.config.hidden_size if hasattr(backbone.config, "hidden_size") else backbone.config.dim
+        self.heads = nn.ModuleDict({task: TaskHead(self.hidden_size, labels, dropout)
+                                    for task, labels in task_labels.items()})
 
     @property
     def task_labels(self) -> dict[str, list[str]]:

@@ -24,8 +24,7 @@ with train_tab:
     form.backbone_section()
     form.data_section()
     labels = form.task_labels()
-    st.session_state["_task_labels"] = labels
-    frozen, preset = freeze_panel.freeze_section(list(labels))
+    frozen, preset = freeze_panel.freeze_section(labels)
     form.settings_section()
     live.train_section(frozen, preset)
 with compare_tab:

@@ -20,7 +20,7 @@ def toggle_key(part: str) -> str:
     return f"freeze:{part}"
 
 
-def current_parts(tasks: list[str]) -> tuple[list[str], dict[str, int] | None, str | None]:
+def current_parts(labels: dict[str, list[str]]) -> tuple[list[str], dict[str, int] | None, str | None]:
     """Part names, parameter counts once known, and a load error if the backbone is unusable."""
     pooling = st.session_state.pooling
     try:
@@ -33,11 +33,10 @@ def current_parts(tasks: list[str]) -> tuple[list[str], dict[str, int] | None, s
     if described.done:
         info = described.value
         counts = dict(info["parts"])
-        labels = st.session_state.get("_task_labels", {})
-        counts.update({f"head.{t}": head_parameters(info["hidden_size"], len(labels.get(t, [0, 0]))) for t in tasks})
+        counts.update({f"head.{t}": head_parameters(info["hidden_size"], len(names)) for t, names in labels.items()})
         return list(counts), counts, None
     out = outline(backbone, pooling)
-    return (part_names(out, tasks) if out else []), None, None
+    return (part_names(out, list(labels)) if out else []), None, None
 
 
 def frozen_now(parts: list[str]) -> list[str]:
@@ -69,10 +68,11 @@ def matching_preset(parts: list[str]) -> dict | None:
     return chosen if set(plan.frozen) == set(frozen_now(parts)) else None
 
 
-def freeze_section(tasks: list[str]) -> tuple[list[str], dict | None]:
+def freeze_section(labels: dict[str, list[str]]) -> tuple[list[str], dict | None]:
     """Draw step 3; return the frozen parts and the matching preset (for the run's record)."""
     st.subheader("3. Freeze")
-    parts, counts, error = current_parts(tasks)
+    tasks = list(labels)
+    parts, counts, error = current_parts(labels)
     if error:
         st.error(f"This backbone cannot be used: {error}")
         return [], None

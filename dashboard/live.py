@@ -4,8 +4,6 @@ that refreshes itself every second while a run is active, reading the run's fold
 
 from __future__ import annotations
 
-import time
-
 import streamlit as st
 
 from core.config import ConfigError
@@ -109,4 +107,3 @@ def draw_run(run) -> None:
     for column, task in zip(st.columns(len(tasks)), tasks):
         column.plotly_chart(charts.task_figure(events, task, st.session_state.x_axis, st.session_state.smoothing),
                             key=f"live:{task}")
-    st.session_state["_last_drawn"] = {"time": time.time(), "step": progress[-1].step if progress else 0}

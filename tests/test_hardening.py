@@ -492,13 +492,10 @@ def test_server_dies_mid_run_then_the_run_is_marked_interrupted(quick, tmp_path,
         pass
 
 
-def test_runs_folder_not_writable_fails_before_training(quick, tmp_path, monkeypatch, capsys):
+def assert_refused_before_training(quick, runs, expected, tmp_path, monkeypatch, capsys) -> None:
+    """Both the Python API and the CLI refuse with ``expected`` before loading anything."""
     import core.training
 
-    blocker = tmp_path / "a-file"
-    blocker.write_text("not a folder")
-    runs = blocker / "runs"  # root can write anywhere, but not under a regular file
-    expected = f"cannot write to the runs folder {runs}: Not a directory"
     monkeypatch.setattr(core.training, "prepare", lambda *a, **k: pytest.fail("prepared before checking the folder"))
     with pytest.raises(RunError) as caught:
         run_experiment(quick(), runs)
@@ -506,23 +503,23 @@ def test_runs_folder_not_writable_fails_before_training(quick, tmp_path, monkeyp
     config = write_yaml(tmp_path / "experiment.yaml", quick().to_dict())
     code, _, err = cli(capsys, "train", "--config", config, "--runs-dir", str(runs))
     assert code == 2 and err.strip() == f"error: {expected}"
+
+
+def test_runs_folder_not_writable_fails_before_training(quick, tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    runs = blocker / "runs"  # root can write anywhere, but not under a regular file
+    expected = f"cannot write to the runs folder {runs}: Not a directory"
+    assert_refused_before_training(quick, runs, expected, tmp_path, monkeypatch, capsys)
     assert blocker.read_text() == "not a folder"
 
 
 def test_disk_full_fails_before_training(quick, tmp_path, monkeypatch, capsys):
-    import core.training
-
     runs = tmp_path / "runs"
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=50 * 2**20))
-    monkeypatch.setattr(core.training, "prepare", lambda *a, **k: pytest.fail("prepared before checking the disk"))
     expected = f"only 50 MB free under {runs}; a run needs at least 200 MB"
-    with pytest.raises(RunError) as caught:
-        run_experiment(quick(), runs)
-    assert str(caught.value) == expected
-    config = write_yaml(tmp_path / "experiment.yaml", quick().to_dict())
-    code, _, err = cli(capsys, "train", "--config", config, "--runs-dir", str(runs))
-    assert code == 2 and err.strip() == f"error: {expected}"
+    assert_refused_before_training(quick, runs, expected, tmp_path, monkeypatch, capsys)
     assert list(runs.iterdir()) == []  # no half-written run
 
 
