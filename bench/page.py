@@ -1,10 +1,11 @@
 """Page benchmark: start-up, event-to-point latency, and the page's cost to training speed.
 
-    python3 bench/page.py [--epochs 1] [--backbone minilm]
+    python3 bench/page.py [--epochs 1] [--starts 5]
 
 Prints a table and writes bench/results/page.json. Needs Debian's chromium and playwright.
 Measures, on this machine:
-1. seconds from launching the server until the freeze toggles are interactive in a browser;
+1. seconds from launching the server until the freeze toggles and preset buttons are interactive in a
+   browser (median of ``--starts`` fresh servers; the browser is already running, as a user's would be);
 2. seconds from a step's event (its timestamp in metrics.jsonl) until the point is in the chart;
 3. examples/s of the same config trained from the page and from ``python -m core train``.
 """
@@ -31,17 +32,33 @@ MAX_X_JS = """() => { const p = document.querySelector('.js-plotly-plot');
   return Math.max(...p.data[0].x); }"""
 
 
-def page_run(args, runs: Path) -> dict:
+def startup(runs: Path) -> dict:
+    """Seconds from launching the server until the freeze toggles and preset buttons can be used.
+
+    The browser is started first, so its own start-up is not counted."""
     env = {"FREEZE_LAB_RUNS_DIR": str(runs), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    seen: dict[int, float] = {}
-    with streamlit_server(env) as (url, launched), browser_page() as page:
+    with browser_page() as page, streamlit_server(env) as (url, launched):
         answered = time.time()
         page.goto(url)
         toggle = page.get_by_role("switch", name="layer.0", exact=True)  # visually hidden input behind the toggle
-        toggle.wait_for(state="attached", timeout=120_000)
-        while not toggle.is_enabled():
-            time.sleep(0.02)
+        preset = page.get_by_role("button", name="Scenario 1", exact=True)
+        for control in (toggle, preset):
+            control.wait_for(state="attached", timeout=120_000)
+            while not control.is_enabled():
+                time.sleep(0.02)
         interactive = time.time()
+        page.get_by_text("Trainable parameters").first.wait_for(timeout=120_000)
+        counted = time.time()
+    return {"answered_s": answered - launched, "interactive_s": interactive - launched, "counts_s": counted - launched}
+
+
+def page_run(args, runs: Path) -> dict:
+    """Train the default config from the page; note when each step's point shows up in the chart."""
+    env = {"FREEZE_LAB_RUNS_DIR": str(runs), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    seen: dict[int, float] = {}
+    with browser_page() as page, streamlit_server(env) as (url, _):
+        page.goto(url)
+        page.get_by_text("Trainable parameters").first.wait_for(timeout=120_000)
         epochs = page.get_by_label("Epochs", exact=True).and_(page.locator("input"))
         epochs.fill(str(args.epochs))
         epochs.press("Enter")
@@ -50,8 +67,6 @@ def page_run(args, runs: Path) -> dict:
         every.press("Enter")
         page.wait_for_timeout(1000)
         page.get_by_role("button", name="Train", exact=True).click()
-        page.get_by_text("Loading the backbone and the data").or_(page.get_by_text("training on")).first.wait_for(
-            timeout=60_000)
         deadline = time.time() + args.timeout
         while time.time() < deadline:
             top = page.evaluate(MAX_X_JS)
@@ -68,8 +83,7 @@ def page_run(args, runs: Path) -> dict:
     first_task = next(e["task"] for e in steps if e["kind"] == "step")
     event_time = {e["step"]: e["time"] for e in steps if e["kind"] == "step" and e["task"] == first_task}
     latencies = [seen[s] - event_time[s] for s in seen if s in event_time]
-    return {"startup_to_interactive_s": interactive - launched, "health_to_interactive_s": interactive - answered,
-            "latency_s": latencies, "points_seen": len(latencies), "summary": summary}
+    return {"latency_s": latencies, "summary": summary}
 
 
 def cli_run(args, runs: Path) -> dict:
@@ -86,33 +100,39 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--backbone", default="minilm")
+    parser.add_argument("--starts", type=int, default=5, help="server starts to time (the median is reported)")
     parser.add_argument("--timeout", type=float, default=900)
     args = parser.parse_args()
     if args.backbone != "minilm":
         raise SystemExit("the page run uses the page's default backbone; keep --backbone minilm")
+    (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
+        starts = [startup(Path(tmp) / f"start-{i}") for i in range(args.starts)]
         page = page_run(args, Path(tmp) / "page-runs")
         cli = cli_run(args, Path(tmp) / "cli-runs")
     lat = sorted(page["latency_s"])
+    interactive = sorted(s["interactive_s"] for s in starts)
     result = {
-        "startup_to_interactive_s": round(page["startup_to_interactive_s"], 2),
-        "health_to_interactive_s": round(page["health_to_interactive_s"], 2),
+        "startup_to_interactive_median_s": round(statistics.median(interactive), 2),
+        "startup_to_interactive_all_s": [round(x, 2) for x in interactive],
+        "startup_server_answered_median_s": round(statistics.median(s["answered_s"] for s in starts), 2),
+        "startup_to_parameter_counts_median_s": round(statistics.median(s["counts_s"] for s in starts), 2),
         "event_to_point_median_s": round(statistics.median(lat), 3) if lat else None,
         "event_to_point_p90_s": round(lat[int(0.9 * (len(lat) - 1))], 3) if lat else None,
         "event_to_point_max_s": round(lat[-1], 3) if lat else None,
         "points_measured": len(lat),
         "page_examples_per_second": page["summary"]["examples_per_second"],
         "cli_examples_per_second": cli["examples_per_second"],
+        "page_wall_s": page["summary"]["wall_seconds"],
+        "cli_wall_s": cli["wall_seconds"],
     }
     result["page_vs_cli_speed"] = round(result["page_examples_per_second"] / result["cli_examples_per_second"], 3)
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "page.json").write_text(json.dumps(result, indent=2))
-    print(f"{'measure':<36} {'value':>10}  target")
-    targets = {"startup_to_interactive_s": "<= 5 s", "event_to_point_median_s": "<= 1 s",
+    (ROOT / "bench" / "results" / "page.json").write_text(json.dumps(result, indent=2))
+    print(f"{'measure':<38} {'value':>10}  target")
+    targets = {"startup_to_interactive_median_s": "<= 5 s", "event_to_point_median_s": "<= 1 s",
                "event_to_point_p90_s": "<= 1 s", "page_vs_cli_speed": ">= 0.95"}
     for key, value in result.items():
-        print(f"{key:<36} {value!s:>10}  {targets.get(key, '')}")
+        print(f"{key:<38} {value!s:>10}  {targets.get(key, '')}")
 
 
 if __name__ == "__main__":

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import threading
+from contextlib import contextmanager
 
 from core.backbones import BackboneError
-from core.config import ConfigError, load_config
+from core.child import RUN_FOLDER
+from core.config import ConfigError, load_config, parse_config_text
 from core.data import DataError
 from core.device import DeviceError
 from core.freezing import FreezeError
@@ -39,7 +42,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m core", description="Freeze Lab: train with frozen parts.")
     sub = p.add_subparsers(required=True, metavar="command")
     train = sub.add_parser("train", help="train one experiment from a config file")
-    train.add_argument("--config", required=True, help="YAML or JSON experiment config")
+    train.add_argument("--config", required=True, help="YAML or JSON experiment config ('-': read it from stdin)")
     train.add_argument("--runs-dir", default="runs", help="where runs are stored (default: runs)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(command=cmd_train)
@@ -50,6 +53,8 @@ def parser() -> argparse.ArgumentParser:
     describe.set_defaults(command=cmd_describe)
     presets = sub.add_parser("presets", help="list the freezing presets")
     presets.set_defaults(command=cmd_presets)
+    device = sub.add_parser("device", help="say which device training would use")
+    device.set_defaults(command=cmd_device)
     runs = sub.add_parser("runs", help="list stored runs")
     runs.add_argument("--runs-dir", default="runs")
     runs.add_argument("--json", action="store_true")
@@ -60,15 +65,21 @@ def parser() -> argparse.ArgumentParser:
 def cmd_train(args) -> int:
     from core.training import prepare, run_experiment
 
-    config = load_config(args.config)
+    config = parse_config_text(sys.stdin.read(), "stdin") if args.config == "-" else load_config(args.config)
     RunStore(args.runs_dir).check_writable()  # before minutes of loading, not after
-    experiment = prepare(config, args.runs_dir)
-    print(f"backbone {config.backbone}: {experiment.params['trainable']:,} of {experiment.params['total']:,} "
-          f"parameters trainable; frozen: {', '.join(experiment.plan.frozen) or 'nothing'}", file=sys.stderr)
-    bar = None if args.quiet else ProgressBar()
-    run = run_experiment(config, args.runs_dir, [bar] if bar else [], threading.Event(), experiment)
-    if bar:
-        bar.close()
+    stop = threading.Event()
+    with stop_on_signals(stop):
+        experiment = prepare(config, args.runs_dir)
+        if stop.is_set():
+            print("stopped before training began", file=sys.stderr)
+            return 1
+        print(f"backbone {config.backbone}: {experiment.params['trainable']:,} of {experiment.params['total']:,} "
+              f"parameters trainable; frozen: {', '.join(experiment.plan.frozen) or 'nothing'}", file=sys.stderr)
+        bar = None if args.quiet else ProgressBar()
+        run = run_experiment(config, args.runs_dir, [bar] if bar else [], stop, experiment,
+                             on_run=lambda r: print(f"{RUN_FOLDER}{r.path}", file=sys.stderr, flush=True))
+        if bar:
+            bar.close()
     summary = run.summary()
     for task, m in summary.get("tasks", {}).items():
         print(f"{task}: accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}, loss {m['loss']:.3f}")
@@ -76,6 +87,27 @@ def cmd_train(args) -> int:
           f"{summary['wall_seconds']:.1f} s, {summary['examples_per_second']:.1f} examples/s")
     print(run.path)
     return 0 if summary["status"] in ("finished", "evaluated") else 1
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event):
+    """Ctrl-C or SIGTERM asks the run to stop after its current step (status "stopped", weights kept);
+    a second one aborts at once. This is also how the page's Stop reaches a trainer in a child process."""
+    def ask_to_stop(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("stopping after the current step (again to abort)", file=sys.stderr, flush=True)
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    previous = {sig: signal.signal(sig, ask_to_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class ProgressBar:
@@ -101,22 +133,31 @@ class ProgressBar:
             self.bar.close()
 
 
-def cmd_describe(args) -> int:
-    from core.backbones import load_backbone
-    from core.freezing import count_parameters
-    from core.model import MultiTaskModel
+DEMO_HEADS = {"topic": 4, "sentiment": 3}
 
-    backbone, _ = load_backbone(args.backbone, args.pooling)
-    model = MultiTaskModel(backbone, {"topic": ["a", "b", "c", "d"], "sentiment": ["neg", "neu", "pos"]},
-                           args.pooling, 0.1)
-    counts = count_parameters(model)
+
+def cmd_describe(args) -> int:
+    from core.anatomy import describe, head_parameters, readout
+
+    info = describe(args.backbone, args.pooling)
+    counts = {**info["parts"], **{f"head.{task}": head_parameters(info["hidden_size"], n)
+                                  for task, n in DEMO_HEADS.items()}}
+    figures = readout(counts, set())
     if args.json:
-        print(json.dumps({"backbone": args.backbone, "model_type": backbone.config.model_type, **counts}, indent=2))
+        print(json.dumps({"backbone": args.backbone, **info, "total": figures["total"],
+                          "trainable": figures["trainable"], "by_part": figures["by_part"]}, indent=2))
         return 0
-    print(f"{args.backbone} ({backbone.config.model_type}), demo heads topic (4) and sentiment (3)")
-    for part, c in counts["by_part"].items():
-        print(f"  {part:<18} {c['total']:>12,}")
-    print(f"  {'total':<18} {counts['total']:>12,}")
+    print(f"{args.backbone} ({info['model_type']}), demo heads topic (4) and sentiment (3)")
+    for part, n in counts.items():
+        print(f"  {part:<18} {n:>12,}")
+    print(f"  {'total':<18} {figures['total']:>12,}")
+    return 0
+
+
+def cmd_device(args) -> int:
+    from core.device import available_device, describe_device
+
+    print(describe_device(available_device()))
     return 0
 
 

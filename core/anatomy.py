@@ -1,7 +1,8 @@
 """What a backbone is made of, for a page that must answer fast.
 
 ``outline`` reads only ``config.json`` (no torch), so the freeze controls can be
-drawn at once; ``describe`` loads the model once and counts parameters per part;
+drawn at once; ``describe`` loads the model once and counts parameters per part
+(the page runs it in a child process);
 ``readout`` turns those counts and a set of frozen parts into the trainable figures
 without touching a model, so a toggle updates the numbers instantly.
 """
@@ -61,6 +62,14 @@ def describe(backbone: str, pooling: str) -> dict:
     counts = {name: c["total"] for name, c in count_parameters(model)["by_part"].items()}
     return {"model_type": backbone_model.config.model_type, "hidden_size": model.hidden_size,
             "n_layers": len(parts.layers), "parts": counts, "extra_embedding_modules": parts.extra_embedding_modules}
+
+
+def describe_in_child(backbone: str, pooling: str) -> dict:
+    """``describe`` run by the CLI in a child process, so that the caller never imports torch."""
+    from core.child import run_core
+
+    data = json.loads(run_core("describe", "--backbone", backbone, "--pooling", pooling, "--json"))
+    return {key: data[key] for key in ("model_type", "hidden_size", "n_layers", "parts", "extra_embedding_modules")}
 
 
 def readout(part_counts: dict[str, int], frozen: set[str]) -> dict:

@@ -160,13 +160,18 @@ def load_config(path: str | Path) -> ExperimentConfig:
                           f"{error.start}); save it as UTF-8") from None
     except (IsADirectoryError, PermissionError) as error:
         raise ConfigError(f"{path}: cannot read the config ({type(error).__name__})") from None
+    return parse_config_text(text, str(path))
+
+
+def parse_config_text(text: str, source: str) -> ExperimentConfig:
+    """A config from YAML (or JSON) text; ``source`` names it in error messages."""
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # safe: plain YAML types only, never Python objects
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or "syntax error"
-        raise ConfigError(f"{path}: YAML syntax error{where}: {problem}") from None
+        raise ConfigError(f"{source}: YAML syntax error{where}: {problem}") from None
     return parse_config(data)
 
 

@@ -31,3 +31,4 @@ with compare_tab:
     runs_view.compare_section()
 with inspect_tab:
     inspect_view.inspect_section()
+st.session_state[form.FIRST_RUN_DONE] = True

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import html
 import re
 from pathlib import Path
 
@@ -21,6 +22,9 @@ DEFAULTS = {"backbone": "minilm", "pooling": "mean", "warm_start": "pretrained",
             **{f"use:{t}": True for t in TASKS}, **{f"source_kind:{t}": "Upload a file" for t in TASKS},
             "epochs": 2, "batch_size": 32, "learning_rate": 5e-5, "head_learning_rate": 1e-3, "max_length": 64,
             "seed": 0, "eval_every": 25, "cache_frozen_prefix": True}
+# Set at the end of a session's first page run. The child processes that count a backbone's parameters
+# and find the device (each imports torch) start only after it, so they do not slow the first drawing.
+FIRST_RUN_DONE = "_first_run_done"
 HELP = {name: TrainingConfig.model_fields[name].description for name in TrainingConfig.model_fields}
 
 
@@ -83,13 +87,37 @@ def _demo_rows() -> list[dict]:
 
 
 def demo_preview() -> None:
-    import pandas as pd
-
-    rows = pd.DataFrame(_demo_rows())
+    rows = _demo_rows()
     cols = st.columns([2, 1, 1])
-    cols[0].dataframe(rows.head(6)[["text", "topic", "sentiment"]], hide_index=True)
-    cols[1].bar_chart(rows["topic"].value_counts(), horizontal=True, height=200)
-    cols[2].bar_chart(rows["sentiment"].value_counts(), horizontal=True, height=200)
+    cols[0].markdown(markdown_table(rows[:6], ["text", "topic", "sentiment"]))  # text only: fast to draw
+    for column, field in zip(cols[1:], ("topic", "sentiment")):
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[row[field]] = counts.get(row[field], 0) + 1
+        with column:
+            balance_bars(field, dict(sorted(counts.items())))
+
+
+def markdown_table(rows: list[dict], columns: list[str]) -> str:
+    def cell(value) -> str:
+        return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row[c]) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def balance_bars(title: str, counts: dict[str, int]) -> None:
+    """Examples per class as plain HTML bars: light enough to be on the first screen at once."""
+    top = max(counts.values(), default=1) or 1
+    bars = "".join(
+        f'<div style="display:flex;align-items:center;gap:6px;font:13px sans-serif;margin:3px 0">'
+        f'<div style="width:38%;text-align:right;overflow:hidden;text-overflow:ellipsis;white-space:nowrap">'
+        f'{html.escape(str(label))}</div><div style="flex:1"><div style="background:#2f6fde;height:14px;'
+        f'width:{100 * n / top:.1f}%"></div></div><div style="width:44px">{n:,}</div></div>'
+        for label, n in counts.items())
+    st.html(f'<div style="font:600 13px sans-serif;margin-bottom:4px">{html.escape(title)}: examples per class</div>'
+            f"{bars}")
 
 
 def task_inputs(task: str) -> None:
@@ -133,7 +161,7 @@ def task_inputs(task: str) -> None:
     else:
         st.caption(f"{len(check.train_texts)} training and {len(check.val_texts)} validation examples "
                    f"(validation: a seeded 20% split); classes: {', '.join(check.labels[:12])}")
-        st.bar_chart(check.class_counts(), horizontal=True, height=min(60 + 22 * len(check.labels), 300))
+        balance_bars(task, check.class_counts())
 
 
 def save_upload(upload) -> str:
@@ -230,8 +258,8 @@ def settings_section() -> None:
     c[3].toggle("Cache the frozen prefix", key="cache_frozen_prefix",
                 help="Compute the frozen embeddings and lower layers once and reuse them. Much faster; the cached "
                      "part runs without dropout, which is a (small) difference from training it uncached.")
-    device = resources.device_label()
-    st.caption(f"Device: {device.value if device.done and device.value else 'detecting...'}")
+    device = resources.device_label() if st.session_state.get(FIRST_RUN_DONE) else None
+    st.caption(f"Device: {device.value if device and device.done and device.value else 'detecting...'}")
 
 
 # ---- the config ------------------------------------------------------------------------------

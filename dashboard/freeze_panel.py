@@ -11,7 +11,7 @@ from core.anatomy import head_parameters, outline, part_names, readout
 from core.freezing import FreezeError
 from core.presets import PRESETS, preset_plan
 from dashboard import resources
-from dashboard.form import selected_backbone
+from dashboard.form import FIRST_RUN_DONE, selected_backbone
 
 FROZEN_COLOR, TRAINABLE_COLOR = "#9db4d6", "#f7a35c"
 
@@ -27,6 +27,9 @@ def current_parts(labels: dict[str, list[str]]) -> tuple[list[str], dict[str, in
         backbone = selected_backbone()
     except ValueError as error:
         return [], None, str(error)
+    if not st.session_state.get(FIRST_RUN_DONE):  # draw the page first; counting starts on the next run
+        out = outline(backbone, pooling)
+        return (part_names(out, list(labels)) if out else []), None, None
     described = resources.backbone_description(backbone, pooling)
     if described.done and described.error:
         return [], None, described.error

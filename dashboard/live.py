@@ -56,9 +56,11 @@ def live_panel(frozen: list[str], preset: dict | None) -> None:
 
 def status_line(job, where) -> None:
     if job.state == "preparing":
-        where.info("Loading the backbone and the data..." + (" (stopping)" if job.stop.is_set() else ""))
+        where.info("Loading the backbone and the data..." + (" (stopping)" if job.stop_requested else ""))
     elif job.state == "error":
         where.error(f"The run could not start: {job.error}")
+    elif job.run is None and job.error:  # stopped while it was still loading
+        where.warning(job.error.capitalize() + ".")
     elif job.run is not None:
         summary = job.run.summary()
         status = summary.get("status", "running")
@@ -70,7 +72,7 @@ def status_line(job, where) -> None:
         elif status in ("stopped", "interrupted"):
             where.warning(text)
         elif status == "running":
-            where.info(text + (" (stopping after this step)" if job.stop.is_set() else ""))
+            where.info(text + (" (stopping after this step)" if job.stop_requested else ""))
         else:
             where.success(text)
 

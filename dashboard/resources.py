@@ -1,6 +1,7 @@
 """Things loaded once per server process (``st.cache_resource``): the job manager,
-backbone descriptions (loaded in a background thread so the page never waits),
-and trained models for "Try it"."""
+backbone descriptions and the device (each worked out by the CLI in a child
+process, waited for in a background thread, so the server never imports torch
+and the page never waits), and trained models for "Try it"."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ import streamlit as st
 
 from core.jobs import JobManager
 from core.runs import RunStore
-from dashboard.settings import runs_dir
+from dashboard.settings import runs_dir, train_in_process
 
 
 @st.cache_resource
 def job_manager() -> JobManager:
-    return JobManager(runs_dir())
+    return JobManager(runs_dir(), in_process=train_in_process())
 
 
 def run_store() -> RunStore:
@@ -46,9 +47,9 @@ class BackgroundResult:
 
 
 def _describe(backbone: str, pooling: str) -> dict:
-    from core.anatomy import describe
+    from core.anatomy import describe_in_child
 
-    return describe(backbone, pooling)
+    return describe_in_child(backbone, pooling)
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
@@ -57,9 +58,9 @@ def backbone_description(backbone: str, pooling: str) -> BackgroundResult:
 
 
 def _device() -> str:
-    from core.device import available_device, describe_device
+    from core.child import run_core
 
-    return describe_device(available_device())
+    return run_core("device", timeout=120).strip()
 
 
 @st.cache_resource(show_spinner=False)

@@ -1,6 +1,6 @@
 """Where the page keeps things, and which local folders it may read.
 
-All three can be changed with environment variables, so a teacher can point the
+Each can be changed with environment variables, so a teacher can point the
 page at a shared runs folder or allow a data folder outside the project.
 """
 
@@ -19,6 +19,12 @@ def runs_dir() -> Path:
 
 def uploads_dir() -> Path:
     return Path(os.environ.get("FREEZE_LAB_UPLOADS_DIR", PROJECT / "uploads"))
+
+
+def train_in_process() -> bool:
+    """FREEZE_LAB_TRAIN_IN_PROCESS=1 trains in a thread of the server (for a debugger or profiler);
+    by default each run is a child process, so the page costs training no speed."""
+    return os.environ.get("FREEZE_LAB_TRAIN_IN_PROCESS", "") == "1"
 
 
 def allowed_roots() -> list[Path]:

@@ -15,6 +15,9 @@ def new_app(backbone: str, fresh_server: bool = True):
     from streamlit.testing.v1 import AppTest
 
     if fresh_server:
+        from core.child import stop_children
+
+        stop_children()  # the last server's probes (counting parts, finding the device) end with it
         st.cache_resource.clear()
         st.cache_data.clear()
     at = AppTest.from_file(APP, default_timeout=120)

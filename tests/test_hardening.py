@@ -539,7 +539,7 @@ def test_job_manager_refuses_a_second_start(quick, tmp_path, monkeypatch):
     from core.jobs import JobManager
 
     gate = gate_training(monkeypatch)
-    manager = JobManager(tmp_path / "runs")
+    manager = JobManager(tmp_path / "runs", in_process=True)  # the gate patches this process's trainer
     first = manager.start(quick())
     try:
         deadline = time.time() + 60
@@ -552,7 +552,7 @@ def test_job_manager_refuses_a_second_start(quick, tmp_path, monkeypatch):
         assert manager.current() is first
     finally:
         gate.set()
-        first.thread.join(120)
+        first.wait(120)
     assert first.state == "done" and first.run.status == "finished"
     assert [p.name for p in (tmp_path / "runs").iterdir()] == [first.run.id]
     run_files_ok(first.run.path)

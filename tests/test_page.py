@@ -19,8 +19,8 @@ def page_env(tmp_path, monkeypatch, tiny_bert):
 
     job_manager().stop()
     job = job_manager().current()
-    if job is not None and job.thread is not None:
-        job.thread.join(60)
+    if job is not None:
+        job.wait(60)
 
 
 def ready(at) -> bool:

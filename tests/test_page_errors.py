@@ -33,8 +33,8 @@ def page_env(tmp_path, monkeypatch, tiny_bert):
 
     job_manager().stop()
     job = job_manager().current()
-    if job is not None and job.thread is not None:
-        job.thread.join(60)
+    if job is not None:
+        job.wait(60)
 
 
 def errors(at) -> list[str]:
@@ -265,6 +265,7 @@ def test_training_error_is_shown_and_the_next_run_starts(page_env, monkeypatch):
         raise RuntimeError("the loss exploded")
 
     monkeypatch.setattr(Trainer, "train_step", explode)
+    monkeypatch.setenv("FREEZE_LAB_TRAIN_IN_PROCESS", "1")  # the patch lives in this process
     at = new_app(page_env.backbone)
     at.session_state["epochs"] = 1
     at.button(key="train").click().run()
@@ -372,6 +373,7 @@ def test_a_second_tab_reattaches_and_cannot_start_another_run(page_env, monkeypa
         return original(self, *args)
 
     monkeypatch.setattr(Trainer, "train_step", gated)
+    monkeypatch.setenv("FREEZE_LAB_TRAIN_IN_PROCESS", "1")  # the gate lives in this process
     first = new_app(page_env.backbone)
     second = AppTest.from_file(APP, default_timeout=120)  # same process, same job manager: another tab
     second.session_state["backbone"] = page_env.backbone
@@ -389,7 +391,7 @@ def test_a_second_tab_reattaches_and_cannot_start_another_run(page_env, monkeypa
     finally:
         job_manager().stop()
         gate.set()
-        job_manager().current().thread.join(60)
+        job_manager().current().wait(60)
     assert json.loads((page_env.runs / run_id / "summary.json").read_text())["status"] == "stopped"
 
 

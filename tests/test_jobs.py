@@ -1,0 +1,135 @@
+"""Training in a child process (what the page does), stopping it, and finding it again after a restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from core.child import RUN_FOLDER, child_env, core_command, run_core
+from core.jobs import STOPPED_EARLY, JobManager
+from core.locks import BusyError
+
+
+def wait_until(condition, timeout: float = 90.0, what: str = "the condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def steps_written(run) -> int:
+    return sum(e.kind == "step" for e in run.events())
+
+
+@pytest.fixture
+def long_config(small_config, tiny_bert):
+    """A run that would take minutes: it only ends when it is stopped."""
+    return small_config(tiny_bert, name="long", training={"epochs": 100})
+
+
+def test_a_child_trains_streams_to_its_folder_and_stops_after_a_step(long_config, tmp_path):
+    manager = JobManager(tmp_path / "runs")
+    job = manager.start(long_config)
+    assert job.pid is not None and job.pid != os.getpid()
+    wait_until(lambda: job.run is not None and steps_written(job.run) >= 3, what="steps in metrics.jsonl")
+    assert job.state == "running" and job.active
+    assert job.run.summary()["pid"] == job.pid  # trained in the child, not in this process
+    manager.stop()
+    assert job.wait(60)
+    summary = job.run.summary()
+    assert job.state == "done" and summary["status"] == "stopped"
+    assert 0 < summary["steps"] < summary["total_steps"]
+    assert steps_written(job.run) == summary["steps"]  # every step it took is in the record
+    assert job.run.has_weights()  # a stopped run keeps its weights
+
+
+def test_a_child_that_cannot_start_reports_the_engines_one_line_error(small_config, tmp_path):
+    from core.training import prepare
+
+    config = small_config(str(tmp_path / "no-such-model"))
+    with pytest.raises(ValueError) as in_process:
+        prepare(config, tmp_path / "runs")
+    job = JobManager(tmp_path / "runs").start(config)
+    assert job.wait(90)
+    assert job.state == "error" and job.error == str(in_process.value)
+    assert job.run is None and not list((tmp_path / "runs").iterdir())
+
+
+def test_stop_while_the_child_is_still_loading_creates_no_run(long_config, tmp_path):
+    manager = JobManager(tmp_path / "runs")
+    job = manager.start(long_config)
+    manager.stop()
+    assert job.wait(90)
+    assert job.state == "done" and job.error == STOPPED_EARLY and job.run is None
+    assert not list((tmp_path / "runs").iterdir())
+
+
+def test_a_restarted_server_adopts_the_live_run_and_can_stop_it(long_config, small_config, tiny_bert, tmp_path):
+    before = JobManager(tmp_path / "runs")
+    job = before.start(long_config)
+    try:
+        wait_until(lambda: job.run is not None and steps_written(job.run) >= 1, what="the first step")
+        after = JobManager(tmp_path / "runs")  # a new server process would build a new manager
+        adopted = after.current()
+        assert adopted is not None and adopted.active and adopted.run.id == job.run.id
+        assert adopted.pid == job.pid
+        with pytest.raises(BusyError):
+            after.start(small_config(tiny_bert, name="second"))
+        after.stop()
+        assert adopted.wait(60) and job.wait(60)
+    finally:
+        before.stop()
+        job.wait(60)
+    assert job.run.summary()["status"] == "stopped"
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [job.run.id]
+
+
+def test_ctrl_c_stops_a_cli_run_after_its_step_and_keeps_it(long_config, tmp_path):
+    process = subprocess.Popen(core_command("train", "--config", "-", "--runs-dir", str(tmp_path / "runs"),
+                                            "--quiet"), cwd=ROOT, env=child_env(), text=True,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdin.write(yaml.safe_dump(long_config.to_dict()))
+    process.stdin.close()
+    for line in process.stderr:
+        if line.startswith(RUN_FOLDER):
+            run_dir = line[len(RUN_FOLDER):].strip()
+            break
+    else:
+        pytest.fail(f"no run folder line; exit code {process.wait()}")
+    wait_until(lambda: os.path.exists(os.path.join(run_dir, "metrics.jsonl")), what="the first event")
+    process.send_signal(signal.SIGINT)
+    rest = process.stderr.read()
+    assert process.wait(60) == 1  # not finished, so not 0; and not a traceback
+    assert "stopping after the current step" in rest and "Traceback" not in rest
+    summary = json.loads(open(os.path.join(run_dir, "summary.json")).read())
+    assert summary["status"] == "stopped" and summary["message"].startswith("stopped at step")
+    assert process.stdout.read().strip().splitlines()[-1] == run_dir
+
+
+def test_describe_and_device_in_a_child_match_this_process(tiny_bert):
+    from core.anatomy import describe, describe_in_child
+
+    assert describe_in_child(tiny_bert, "cls") == describe(tiny_bert, "cls")
+    label = run_core("device").strip()
+    assert re.fullmatch(r"(cuda \(.+\)|mps \(Apple GPU\)|cpu \(\d+ threads\))", label), label
+    with pytest.raises(ValueError, match=r"^'.*missing' is not a model folder|does not exist"):
+        describe_in_child(str(ROOT / "missing"), "mean")
+
+
+def test_the_config_can_come_from_stdin_and_its_errors_name_stdin(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "core", "train", "--config", "-", "--runs-dir", str(tmp_path)],
+                          input="training: {epochs: [}\n", cwd=ROOT, env=child_env(), capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("error: stdin: YAML syntax error at line 1")
