@@ -76,8 +76,7 @@ def cmd_train(args) -> int:
         print(f"backbone {config.backbone}: {experiment.params['trainable']:,} of {experiment.params['total']:,} "
               f"parameters trainable; frozen: {', '.join(experiment.plan.frozen) or 'nothing'}", file=sys.stderr)
         bar = None if args.quiet else ProgressBar()
-        run = run_experiment(config, args.runs_dir, [bar] if bar else [], stop, experiment,
-                             on_run=lambda r: print(f"{RUN_FOLDER}{r.path}", file=sys.stderr, flush=True))
+        run = run_experiment(config, args.runs_dir, [bar] if bar else [], stop, experiment, on_run=announce)
         if bar:
             bar.close()
     summary = run.summary()
@@ -87,6 +86,12 @@ def cmd_train(args) -> int:
           f"{summary['wall_seconds']:.1f} s, {summary['examples_per_second']:.1f} examples/s")
     print(run.path)
     return 0 if summary["status"] in ("finished", "evaluated") else 1
+
+
+def announce(run) -> None:
+    """The run exists: record that SIGTERM stops it cleanly (so a restarted page may send it), and say where."""
+    run.update_summary(stop_by_signal=True)
+    print(f"{RUN_FOLDER}{run.path}", file=sys.stderr, flush=True)
 
 
 @contextmanager

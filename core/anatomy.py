@@ -2,14 +2,16 @@
 
 ``outline`` reads only ``config.json`` (no torch), so the freeze controls can be
 drawn at once; ``describe`` loads the model once and counts parameters per part
-(the page runs it in a child process);
+(the page runs it in a child process and remembers the answer on disk);
 ``readout`` turns those counts and a set of frozen parts into the trainable figures
 without touching a model, so a toggle updates the numbers instantly.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +72,43 @@ def describe_in_child(backbone: str, pooling: str) -> dict:
 
     data = json.loads(run_core("describe", "--backbone", backbone, "--pooling", pooling, "--json"))
     return {key: data[key] for key in ("model_type", "hidden_size", "n_layers", "parts", "extra_embedding_modules")}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("FREEZE_LAB_CACHE_DIR", Path.home() / ".cache" / "freeze-lab")).expanduser()
+
+
+def folder_fingerprint(backbone: str, pooling: str) -> str | None:
+    """A key that changes whenever a local model folder's config or weights change; None for hub ids."""
+    folder = Path(resolve_source(backbone))
+    if not (folder / "config.json").is_file():
+        return None
+    files = sorted(p for p in folder.iterdir() if p.name == "config.json" or p.suffix in (".safetensors", ".bin"))
+    stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    text = json.dumps([str(folder.resolve()), pooling, stats])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def describe_cached(backbone: str, pooling: str) -> dict:
+    """``describe_in_child``, remembered on disk for local folders, so a restarted page has its
+    parameter counts at once instead of loading the model again."""
+    key = folder_fingerprint(backbone, pooling)
+    path = cache_dir() / f"describe-{key}.json"
+    if key:
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            pass
+    info = describe_in_child(backbone, pooling)
+    if key:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(info), encoding="utf-8")
+            tmp.replace(path)
+        except OSError:  # a read-only home is no reason to fail: the counts just are not remembered
+            pass
+    return info
 
 
 def readout(part_counts: dict[str, int], frozen: set[str]) -> dict:

@@ -126,8 +126,9 @@ class JobManager:
     def _adopt(self, run: Run) -> Job:
         summary = run.summary()
         job = Job(None, self.runs_dir, state="running", run=run, started=summary.get("started_at", time.time()),
-                  pid=summary.get("pid"))
-        job.watcher = threading.Thread(target=self._watch_pid, args=(job,), name="freeze-lab-adopted", daemon=True)
+                  pid=summary.get("pid") if summary.get("stop_by_signal") else None)  # never signal another server
+        job.watcher = threading.Thread(target=self._watch_pid, args=(job, summary.get("pid")),
+                                       name="freeze-lab-adopted", daemon=True)
         job.watcher.start()
         return job
 
@@ -158,8 +159,8 @@ class JobManager:
         code = process.wait()
         self._finish(job, code, "\n".join(tail))
 
-    def _watch_pid(self, job: Job) -> None:
-        while pid_alive(job.pid) and job.run.summary().get("status") == ACTIVE:
+    def _watch_pid(self, job: Job, pid: int | None) -> None:
+        while pid_alive(pid) and job.run.summary().get("status") == ACTIVE:
             time.sleep(POLL_SECONDS)
         self._finish(job, 0, "")
 

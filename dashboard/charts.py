@@ -58,9 +58,10 @@ def task_figure(events, task: str, x: str = "step", smoothing: float = 0.0) -> g
     fig.add_trace(go.Scatter(x=ev[x], y=ev["loss"], name="validation loss", mode="lines+markers",
                              line={"color": PALETTE[1]}), 1, 1)
     fig.add_trace(go.Scatter(x=ev[x], y=ev["accuracy"], name="accuracy", mode="lines+markers",
-                             line={"color": PALETTE[2]}), 2, 1)
-    fig.add_trace(go.Scatter(x=ev[x], y=ev["macro_f1"], name="macro-F1", mode="lines+markers",
-                             line={"color": PALETTE[3], "dash": "dot"}), 2, 1)
+                             line={"color": PALETTE[2]}, marker={"size": 9}), 2, 1)
+    fig.add_trace(go.Scatter(x=ev[x], y=ev["macro_f1"], name="macro-F1", mode="lines+markers",  # open marker:
+                             line={"color": PALETTE[3], "dash": "dot"},  # accuracy stays visible beneath it
+                             marker={"symbol": "diamond-open", "size": 9}), 2, 1)
     fig.update_yaxes(range=[0, 1.02], row=2, col=1)
     fig.update_xaxes(title_text=x, row=2, col=1)
     fig.update_layout(height=430, margin={"l": 10, "r": 10, "t": 40, "b": 10}, hovermode="x unified",

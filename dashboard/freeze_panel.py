@@ -90,7 +90,7 @@ def freeze_section(labels: dict[str, list[str]]) -> tuple[list[str], dict | None
         readout_panel(counts, set(frozen))
     else:
         poll_counts()
-    st.html(model_picture(parts, set(frozen)))
+    st.html(model_picture(parts, set(frozen), st.session_state.pooling))
     if set(frozen) == set(parts):
         st.info("Everything is frozen: nothing can learn, so Train will only evaluate the current weights "
                 "(scenario 1). Start from a finished run to evaluate a trained model.")
@@ -162,22 +162,21 @@ def readout_panel(counts: dict[str, int], frozen: set[str]) -> None:
     c2.dataframe(rows, hide_index=True, height=180)
 
 
-def model_picture(parts: list[str], frozen: set[str]) -> str:
-    """The model as a row of blocks from input to heads, frozen in blue, trainable in orange."""
+def model_picture(parts: list[str], frozen: set[str], pooling: str) -> str:
+    """The model as a row of blocks from input to heads: frozen in blue, trainable in orange, and each
+    block also says so in words (no emoji, which some systems cannot draw, and not colour alone)."""
     def block(part: str) -> str:
-        is_frozen = part in frozen
-        color = FROZEN_COLOR if is_frozen else TRAINABLE_COLOR
-        icon = "&#10052;" if is_frozen else "&#128293;"
-        return (f'<div style="background:{color};border-radius:6px;padding:6px 8px;margin:2px;'
-                f'font:12px sans-serif;text-align:center;min-width:54px">{icon}<br>{html.escape(part)}</div>')
+        state, color = ("frozen", FROZEN_COLOR) if part in frozen else ("trains", TRAINABLE_COLOR)
+        return (f'<div title="{html.escape(part)}: {state}" style="background:{color};border-radius:6px;'
+                f'padding:6px 8px;margin:2px;font:12px sans-serif;text-align:center;min-width:54px">'
+                f'<b>{html.escape(part)}</b><br><span style="font-size:11px">{state}</span></div>')
 
     backbone = "".join(block(p) for p in parts if not p.startswith("head."))
     heads = "".join(block(p) for p in parts if p.startswith("head."))
     arrow = '<div style="align-self:center;font:18px sans-serif">&#8594;</div>'
-    pool = (f'<div style="align-self:center;font:12px sans-serif;padding:0 6px">{st.session_state.pooling} '
-            f'pooling</div>')
-    legend = (f'<div style="font:12px sans-serif;margin-top:4px"><span style="background:{FROZEN_COLOR};'
-              f'padding:1px 6px">&#10052; frozen</span> <span style="background:{TRAINABLE_COLOR};padding:1px 6px">'
-              f'&#128293; trainable</span></div>')
+    pool = f'<div style="align-self:center;font:12px sans-serif;padding:0 6px">{html.escape(pooling)} pooling</div>'
+    legend = (f'<div style="font:12px sans-serif;margin-top:4px">input &#8594; output. <span style="background:'
+              f'{FROZEN_COLOR};padding:1px 6px">frozen: kept as it is</span> <span style="background:'
+              f'{TRAINABLE_COLOR};padding:1px 6px">trains: updated by training</span></div>')
     return (f'<div style="display:flex;flex-wrap:wrap;align-items:stretch">{backbone}{arrow}{pool}{arrow}'
             f'<div style="display:flex;flex-direction:column">{heads}</div></div>{legend}')

@@ -47,9 +47,9 @@ class BackgroundResult:
 
 
 def _describe(backbone: str, pooling: str) -> dict:
-    from core.anatomy import describe_in_child
+    from core.anatomy import describe_cached
 
-    return describe_in_child(backbone, pooling)
+    return describe_cached(backbone, pooling)
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)

@@ -71,6 +71,12 @@ def _isolated_lock_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("FREEZE_LAB_LOCK_DIR", str(tmp_path))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache_dir(tmp_path_factory):
+    """Remembered backbone descriptions go to a fresh folder, never to the user's ~/.cache."""
+    os.environ["FREEZE_LAB_CACHE_DIR"] = str(tmp_path_factory.mktemp("freeze-lab-cache"))
+
+
 # ---- no network: every test runs with outbound connections refused ----------------------
 
 class NetworkBlocked(RuntimeError):

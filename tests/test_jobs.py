@@ -95,6 +95,30 @@ def test_a_restarted_server_adopts_the_live_run_and_can_stop_it(long_config, sma
     assert [p.name for p in (tmp_path / "runs").iterdir()] == [job.run.id]
 
 
+def test_a_run_trained_inside_another_server_is_shown_but_never_signalled(tmp_path):
+    """Only a CLI trainer says that SIGTERM stops it; another server's process must not get one."""
+    from core.runs import RunStore
+
+    run = tmp_path / "runs" / "20250101-120000-in-a-server"
+    run.mkdir(parents=True)
+    server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run / "summary.json").write_text(json.dumps({
+            "run_id": run.name, "status": "running", "started_at": time.time(), "pid": server.pid,
+            "host": __import__("socket").gethostname()}))
+        adopted = JobManager(tmp_path / "runs").current()
+        assert adopted.run.id == run.name and adopted.active and adopted.pid is None
+        adopted.stop()
+        time.sleep(0.5)
+        assert server.poll() is None  # still alive: no signal was sent
+        assert RunStore(tmp_path / "runs").get(run.name).status == "running"
+    finally:
+        server.kill()
+        server.wait()
+    assert adopted.wait(10) and adopted.state == "done"
+    assert RunStore(tmp_path / "runs").get(run.name).status == "interrupted"  # its process ended mid-run
+
+
 def test_ctrl_c_stops_a_cli_run_after_its_step_and_keeps_it(long_config, tmp_path):
     process = subprocess.Popen(core_command("train", "--config", "-", "--runs-dir", str(tmp_path / "runs"),
                                             "--quiet"), cwd=ROOT, env=child_env(), text=True,
@@ -133,3 +157,32 @@ def test_the_config_can_come_from_stdin_and_its_errors_name_stdin(tmp_path):
                           text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip().startswith("error: stdin: YAML syntax error at line 1")
+
+
+def test_descriptions_of_local_folders_are_remembered_until_the_folder_changes(tiny_backbone_factory, tmp_path,
+                                                                               monkeypatch):
+    import shutil
+
+    from core import anatomy
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_backbone_factory("bert"), folder)
+    monkeypatch.setenv("FREEZE_LAB_CACHE_DIR", str(tmp_path / "cache"))
+    calls = []
+    real = anatomy.describe_in_child
+
+    def counting(*args):
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(anatomy, "describe_in_child", counting)
+    first = anatomy.describe_cached(str(folder), "mean")
+    assert anatomy.describe_cached(str(folder), "mean") == first and len(calls) == 1  # the second is remembered
+    assert anatomy.describe_cached(str(folder), "cls") != first and len(calls) == 2  # cls adds the pooler
+    os.utime(folder / "config.json", ns=(1, 1))  # the folder changed: describe it again
+    assert anatomy.describe_cached(str(folder), "mean") == first and len(calls) == 3
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("FREEZE_LAB_CACHE_DIR", str(blocker / "cache"))  # an unusable cache is not an error
+    assert anatomy.describe_cached(str(folder), "mean") == first and len(calls) == 4
+    assert anatomy.describe_cached(str(folder), "mean") == first and len(calls) == 5  # nothing was remembered

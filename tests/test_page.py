@@ -113,3 +113,15 @@ def test_warm_start_then_freeze_everything_evaluates_the_trained_model(page_env,
     summary = json.loads((second / "summary.json").read_text())
     assert summary["status"] == "evaluated" and summary["init_from"] == first.id
     assert summary["tasks"]["topic"]["accuracy"] == first.summary()["tasks"]["topic"]["accuracy"]
+
+
+def test_model_picture_says_frozen_or_trains_in_words_and_escapes_names():
+    import re
+
+    from dashboard.freeze_panel import FROZEN_COLOR, TRAINABLE_COLOR, model_picture
+
+    picture = model_picture(["embeddings", "layer.0", "head.<b>x</b>"], {"embeddings"}, "mean")
+    blocks = re.findall(r'title="([^"]*)" style="background:(#[0-9a-f]{6})', picture)
+    assert blocks == [("embeddings: frozen", FROZEN_COLOR), ("layer.0: trains", TRAINABLE_COLOR),
+                      ("head.&lt;b&gt;x&lt;/b&gt;: trains", TRAINABLE_COLOR)]
+    assert "<b>x</b>" not in picture and "mean pooling" in picture
