@@ -72,7 +72,8 @@ def page_run(args, runs: Path, watch: bool = True) -> dict:
         page.get_by_role("button", name="Train", exact=True).click()
         deadline = time.time() + args.timeout
         if not watch:
-            page.get_by_text(": running").first.wait_for(timeout=120_000)  # the run exists and trains
+            while time.time() < deadline and not list(runs.glob("*/metrics.jsonl")):  # it has begun training
+                time.sleep(0.2)
             page.goto("about:blank")
             while time.time() < deadline and not finished(runs):
                 time.sleep(0.5)
@@ -122,7 +123,9 @@ def main() -> None:
     (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         starts = [startup(Path(tmp) / f"start-{i}") for i in range(args.starts)]
+        print("start-ups:", starts, flush=True)
         page = page_run(args, Path(tmp) / "page-runs")
+        print("page:", page["summary"]["examples_per_second"], "examples/s", flush=True)
         unwatched = page_run(args, Path(tmp) / "unwatched-runs", watch=False)
         cli = cli_run(args, Path(tmp) / "cli-runs")
     lat = sorted(page["latency_s"])

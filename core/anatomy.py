@@ -89,16 +89,23 @@ def folder_fingerprint(backbone: str, pooling: str) -> str | None:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+def remembered_description(backbone: str, pooling: str) -> dict | None:
+    """A description ``describe_cached`` stored earlier for this exact folder, or None."""
+    key = folder_fingerprint(backbone, pooling)
+    try:
+        return json.loads((cache_dir() / f"describe-{key}.json").read_text(encoding="utf-8")) if key else None
+    except (OSError, ValueError):
+        return None
+
+
 def describe_cached(backbone: str, pooling: str) -> dict:
     """``describe_in_child``, remembered on disk for local folders, so a restarted page has its
     parameter counts at once instead of loading the model again."""
+    remembered = remembered_description(backbone, pooling)
+    if remembered is not None:
+        return remembered
     key = folder_fingerprint(backbone, pooling)
     path = cache_dir() / f"describe-{key}.json"
-    if key:
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            pass
     info = describe_in_child(backbone, pooling)
     if key:
         try:

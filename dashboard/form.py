@@ -259,7 +259,16 @@ def settings_section() -> None:
                 help="Compute the frozen embeddings and lower layers once and reuse them. Much faster; the cached "
                      "part runs without dropout, which is a (small) difference from training it uncached.")
     device = resources.device_label() if st.session_state.get(FIRST_RUN_DONE) else None
-    st.caption(f"Device: {device.value if device and device.done and device.value else 'detecting...'}")
+    if device is not None and device.done:
+        device_caption()
+    else:
+        st.fragment(run_every=1.0)(device_caption)()  # until it is known; the next page run stops polling
+
+
+def device_caption() -> None:
+    device = resources.device_label() if st.session_state.get(FIRST_RUN_DONE) else None
+    known = device is not None and device.done
+    st.caption(f"Device: {(device.value or device.error) if known else 'detecting...'}")
 
 
 # ---- the config ------------------------------------------------------------------------------

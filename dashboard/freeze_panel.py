@@ -7,7 +7,7 @@ import html
 
 import streamlit as st
 
-from core.anatomy import head_parameters, outline, part_names, readout
+from core.anatomy import head_parameters, outline, part_names, readout, remembered_description
 from core.freezing import FreezeError
 from core.presets import PRESETS, preset_plan
 from dashboard import resources
@@ -27,19 +27,23 @@ def current_parts(labels: dict[str, list[str]]) -> tuple[list[str], dict[str, in
         backbone = selected_backbone()
     except ValueError as error:
         return [], None, str(error)
-    if not st.session_state.get(FIRST_RUN_DONE):  # draw the page first; counting starts on the next run
-        out = outline(backbone, pooling)
-        return (part_names(out, list(labels)) if out else []), None, None
-    described = resources.backbone_description(backbone, pooling)
-    if described.done and described.error:
-        return [], None, described.error
-    if described.done:
-        info = described.value
-        counts = dict(info["parts"])
-        counts.update({f"head.{t}": head_parameters(info["hidden_size"], len(names)) for t, names in labels.items()})
+    info = remembered_description(backbone, pooling)  # a file read: known at once after the first time
+    if info is None and st.session_state.get(FIRST_RUN_DONE):  # counting starts once the page is drawn
+        described = resources.backbone_description(backbone, pooling)
+        if described.done and described.error:
+            return [], None, described.error
+        info = described.value if described.done else None
+    if info is not None:
+        counts = with_heads(info, labels)
         return list(counts), counts, None
     out = outline(backbone, pooling)
     return (part_names(out, list(labels)) if out else []), None, None
+
+
+def with_heads(info: dict, labels: dict[str, list[str]]) -> dict[str, int]:
+    counts = dict(info["parts"])
+    counts.update({f"head.{t}": head_parameters(info["hidden_size"], len(names)) for t, names in labels.items()})
+    return counts
 
 
 def frozen_now(parts: list[str]) -> list[str]:
@@ -89,12 +93,25 @@ def freeze_section(labels: dict[str, list[str]]) -> tuple[list[str], dict | None
     if counts:
         readout_panel(counts, set(frozen))
     else:
-        poll_counts()
+        st.fragment(run_every=0.5)(readout_when_counted)(labels, set(frozen))
     st.html(model_picture(parts, set(frozen), st.session_state.pooling))
     if set(frozen) == set(parts):
         st.info("Everything is frozen: nothing can learn, so Train will only evaluate the current weights "
                 "(scenario 1). Start from a finished run to evaluate a trained model.")
     return frozen, matching_preset(parts)
+
+
+def readout_when_counted(labels: dict[str, list[str]], frozen: set[str]) -> None:
+    """Poll the count in the background and draw the readout here when it is known. The page itself is
+    not rerun from this fragment: an st.rerun() a moment after the first drawing, while the browser
+    was still mounting the widgets, reset every setting to its widget's minimum (seen in chromium)."""
+    described = resources.backbone_description(selected_backbone(), st.session_state.pooling)
+    if described.done and described.error:
+        st.error(f"This backbone cannot be used: {described.error}")
+    elif described.done:
+        readout_panel(with_heads(described.value, labels), frozen)
+    else:
+        st.caption("Loading the backbone to count its parameters...")
 
 
 def poll_counts() -> None:
@@ -108,7 +125,8 @@ def poll_counts() -> None:
 
 
 def wait_for_counts() -> None:
-    """Poll the background load; redraw the whole page once the counts are known."""
+    """Poll the background load; redraw the whole page once the parts are known (a hub model without a
+    local config.json: loading it takes seconds, so the page is long drawn by then)."""
     described = resources.backbone_description(selected_backbone(), st.session_state.pooling)
     if described.done and not st.session_state.get("_page_run"):
         st.rerun()

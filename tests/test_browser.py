@@ -58,3 +58,29 @@ def test_preset_train_charts_stop_in_a_real_browser(tmp_path, tiny_bert):
     assert summary["preset"] == "lower_k"
     assert summary["frozen"][:1] == ["embeddings"]
     assert (ARTIFACTS / "browser-stopped.png").stat().st_size > 10_000
+
+
+def test_settings_keep_their_values_when_the_counts_arrive(tmp_path, monkeypatch):
+    """Counts remembered from an earlier start arrive a moment after the first drawing. Rerunning the
+    page from the polling fragment at that moment reset every widget to its minimum in chromium."""
+    from core import anatomy
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("FREEZE_LAB_CACHE_DIR", str(cache))
+    monkeypatch.setattr(anatomy, "describe_in_child", anatomy.describe)  # remember MiniLM's counts here
+    anatomy.describe_cached("minilm", "mean")
+    env = {"FREEZE_LAB_RUNS_DIR": str(tmp_path / "runs"), "FREEZE_LAB_CACHE_DIR": str(cache),
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    with streamlit_server(env) as (url, _), browser_page() as page:
+        page.goto(url)
+        page.get_by_text("22,568,071").first.wait_for(timeout=60_000)  # MiniLM's readout
+        page.get_by_text("Device: cpu").or_(page.get_by_text("Device: cuda")).or_(
+            page.get_by_text("Device: mps")).first.wait_for(timeout=60_000)
+        page.wait_for_timeout(2000)
+
+        def value(label: str) -> str:
+            return page.get_by_label(label, exact=True).and_(page.locator("input")).input_value()
+
+        assert value("Pretrained encoder") == "minilm"
+        assert (value("Epochs"), value("Batch size"), value("Max length (tokens)")) == ("2", "32", "64")
+        assert value("Learning rate (backbone)") == "5.0e-5"
