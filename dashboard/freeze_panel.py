@@ -105,6 +105,9 @@ def readout_when_counted(labels: dict[str, list[str]], frozen: set[str]) -> None
     """Poll the count in the background and draw the readout here when it is known. The page itself is
     not rerun from this fragment: an st.rerun() a moment after the first drawing, while the browser
     was still mounting the widgets, reset every setting to its widget's minimum (seen in chromium)."""
+    if not st.session_state.get(FIRST_RUN_DONE):  # the page is being drawn for the first time
+        st.caption("Loading the backbone to count its parameters...")
+        return
     described = resources.backbone_description(selected_backbone(), st.session_state.pooling)
     if described.done and described.error:
         st.error(f"This backbone cannot be used: {described.error}")
@@ -127,6 +130,9 @@ def poll_counts() -> None:
 def wait_for_counts() -> None:
     """Poll the background load; redraw the whole page once the parts are known (a hub model without a
     local config.json: loading it takes seconds, so the page is long drawn by then)."""
+    if not st.session_state.get(FIRST_RUN_DONE):
+        st.caption("Loading the backbone to count its parameters...")
+        return
     described = resources.backbone_description(selected_backbone(), st.session_state.pooling)
     if described.done and not st.session_state.get("_page_run"):
         st.rerun()

@@ -349,6 +349,7 @@ def test_train_pressed_while_the_parts_are_counted_is_not_lost(page_env, monkeyp
             resources.backbone_description(page_env.backbone, "mean").wait(60)
         return real_outline(*args)
 
+    monkeypatch.setenv("FREEZE_LAB_CACHE_DIR", str(page_env.root / "cache"))  # nothing remembered: it must count
     monkeypatch.setattr(resources, "_describe", slow_describe)
     monkeypatch.setattr(freeze_panel, "outline", outline_then_finish_counting)
     at = new_app(page_env.backbone)
