@@ -89,11 +89,17 @@ def folder_fingerprint(backbone: str, pooling: str) -> str | None:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+def remembered_path(backbone: str, pooling: str) -> Path | None:
+    """Where ``describe_cached`` keeps this exact folder's description; None for hub ids."""
+    key = folder_fingerprint(backbone, pooling)
+    return cache_dir() / f"describe-{key}.json" if key else None
+
+
 def remembered_description(backbone: str, pooling: str) -> dict | None:
     """A description ``describe_cached`` stored earlier for this exact folder, or None."""
-    key = folder_fingerprint(backbone, pooling)
+    path = remembered_path(backbone, pooling)
     try:
-        return json.loads((cache_dir() / f"describe-{key}.json").read_text(encoding="utf-8")) if key else None
+        return json.loads(path.read_text(encoding="utf-8")) if path else None
     except (OSError, ValueError):
         return None
 
@@ -101,18 +107,17 @@ def remembered_description(backbone: str, pooling: str) -> dict | None:
 def describe_cached(backbone: str, pooling: str) -> dict:
     """``describe_in_child``, remembered on disk for local folders, so a restarted page has its
     parameter counts at once instead of loading the model again."""
+    from core.runs import atomic_write_json
+
     remembered = remembered_description(backbone, pooling)
     if remembered is not None:
         return remembered
-    key = folder_fingerprint(backbone, pooling)
-    path = cache_dir() / f"describe-{key}.json"
     info = describe_in_child(backbone, pooling)
-    if key:
+    path = remembered_path(backbone, pooling)
+    if path:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(info), encoding="utf-8")
-            tmp.replace(path)
+            atomic_write_json(path, info)
         except OSError:  # a read-only home is no reason to fail: the counts just are not remembered
             pass
     return info

@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import streamlit as st  # noqa: E402
 
-from dashboard import form, freeze_panel, inspect_view, live, runs_view  # noqa: E402
+from dashboard import form, freeze_panel, inspect_view, live, resources, runs_view  # noqa: E402
 
 st.set_page_config(page_title="Freeze Lab", page_icon="❄️", layout="wide")
 form.init_state()
@@ -31,4 +31,4 @@ with compare_tab:
     runs_view.compare_section()
 with inspect_tab:
     inspect_view.inspect_section()
-st.session_state[form.FIRST_RUN_DONE] = True
+st.session_state[resources.FIRST_RUN_DONE] = True

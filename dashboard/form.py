@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import html
 import re
+from collections import Counter
 from pathlib import Path
 
 import streamlit as st
@@ -22,9 +23,6 @@ DEFAULTS = {"backbone": "minilm", "pooling": "mean", "warm_start": "pretrained",
             **{f"use:{t}": True for t in TASKS}, **{f"source_kind:{t}": "Upload a file" for t in TASKS},
             "epochs": 2, "batch_size": 32, "learning_rate": 5e-5, "head_learning_rate": 1e-3, "max_length": 64,
             "seed": 0, "eval_every": 25, "cache_frozen_prefix": True}
-# Set at the end of a session's first page run. The child processes that count a backbone's parameters
-# and find the device (each imports torch) start only after it, so they do not slow the first drawing.
-FIRST_RUN_DONE = "_first_run_done"
 HELP = {name: TrainingConfig.model_fields[name].description for name in TrainingConfig.model_fields}
 
 
@@ -91,11 +89,8 @@ def demo_preview() -> None:
     cols = st.columns([2, 1, 1])
     cols[0].markdown(markdown_table(rows[:6], ["text", "topic", "sentiment"]))  # text only: fast to draw
     for column, field in zip(cols[1:], ("topic", "sentiment")):
-        counts: dict[str, int] = {}
-        for row in rows:
-            counts[row[field]] = counts.get(row[field], 0) + 1
         with column:
-            balance_bars(field, dict(sorted(counts.items())))
+            balance_bars(field, dict(sorted(Counter(row[field] for row in rows).items())))
 
 
 def markdown_table(rows: list[dict], columns: list[str]) -> str:
@@ -258,7 +253,7 @@ def settings_section() -> None:
     c[3].toggle("Cache the frozen prefix", key="cache_frozen_prefix",
                 help="Compute the frozen embeddings and lower layers once and reuse them. Much faster; the cached "
                      "part runs without dropout, which is a (small) difference from training it uncached.")
-    device = resources.device_label() if st.session_state.get(FIRST_RUN_DONE) else None
+    device = resources.once_drawn(resources.device_label)
     if device is not None and device.done:
         device_caption()
     else:
@@ -266,7 +261,7 @@ def settings_section() -> None:
 
 
 def device_caption() -> None:
-    device = resources.device_label() if st.session_state.get(FIRST_RUN_DONE) else None
+    device = resources.once_drawn(resources.device_label)
     known = device is not None and device.done
     st.caption(f"Device: {(device.value or device.error) if known else 'detecting...'}")
 

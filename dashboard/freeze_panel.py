@@ -11,7 +11,7 @@ from core.anatomy import head_parameters, outline, part_names, readout, remember
 from core.freezing import FreezeError
 from core.presets import PRESETS, preset_plan
 from dashboard import resources
-from dashboard.form import FIRST_RUN_DONE, selected_backbone
+from dashboard.form import selected_backbone
 
 FROZEN_COLOR, TRAINABLE_COLOR = "#9db4d6", "#f7a35c"
 
@@ -28,11 +28,11 @@ def current_parts(labels: dict[str, list[str]]) -> tuple[list[str], dict[str, in
     except ValueError as error:
         return [], None, str(error)
     info = remembered_description(backbone, pooling)  # a file read: known at once after the first time
-    if info is None and st.session_state.get(FIRST_RUN_DONE):  # counting starts once the page is drawn
-        described = resources.backbone_description(backbone, pooling)
-        if described.done and described.error:
+    described = resources.once_drawn(resources.backbone_description, backbone, pooling) if info is None else None
+    if described is not None and described.done:
+        if described.error:
             return [], None, described.error
-        info = described.value if described.done else None
+        info = described.value
     if info is not None:
         counts = with_heads(info, labels)
         return list(counts), counts, None
@@ -105,16 +105,13 @@ def readout_when_counted(labels: dict[str, list[str]], frozen: set[str]) -> None
     """Poll the count in the background and draw the readout here when it is known. The page itself is
     not rerun from this fragment: an st.rerun() a moment after the first drawing, while the browser
     was still mounting the widgets, reset every setting to its widget's minimum (seen in chromium)."""
-    if not st.session_state.get(FIRST_RUN_DONE):  # the page is being drawn for the first time
+    described = resources.once_drawn(resources.backbone_description, selected_backbone(), st.session_state.pooling)
+    if described is None or not described.done:
         st.caption("Loading the backbone to count its parameters...")
-        return
-    described = resources.backbone_description(selected_backbone(), st.session_state.pooling)
-    if described.done and described.error:
+    elif described.error:
         st.error(f"This backbone cannot be used: {described.error}")
-    elif described.done:
-        readout_panel(with_heads(described.value, labels), frozen)
     else:
-        st.caption("Loading the backbone to count its parameters...")
+        readout_panel(with_heads(described.value, labels), frozen)
 
 
 def poll_counts() -> None:
@@ -130,11 +127,8 @@ def poll_counts() -> None:
 def wait_for_counts() -> None:
     """Poll the background load; redraw the whole page once the parts are known (a hub model without a
     local config.json: loading it takes seconds, so the page is long drawn by then)."""
-    if not st.session_state.get(FIRST_RUN_DONE):
-        st.caption("Loading the backbone to count its parameters...")
-        return
-    described = resources.backbone_description(selected_backbone(), st.session_state.pooling)
-    if described.done and not st.session_state.get("_page_run"):
+    described = resources.once_drawn(resources.backbone_description, selected_backbone(), st.session_state.pooling)
+    if described is not None and described.done and not st.session_state.get("_page_run"):
         st.rerun()
     st.caption("Loading the backbone to count its parameters...")
 

@@ -14,6 +14,16 @@ from core.runs import RunStore
 from dashboard.settings import runs_dir, train_in_process
 
 
+# Set at the end of a session's first page run. The child processes that count a backbone's parameters
+# and find the device (each imports torch) start only after it, so they do not slow the first drawing.
+FIRST_RUN_DONE = "_first_run_done"
+
+
+def once_drawn(probe, *args) -> BackgroundResult | None:
+    """``probe(*args)`` (started once, then cached), or None while the session's first page is drawn."""
+    return probe(*args) if st.session_state.get(FIRST_RUN_DONE) else None
+
+
 @st.cache_resource
 def job_manager() -> JobManager:
     return JobManager(runs_dir(), in_process=train_in_process())
