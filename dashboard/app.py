@@ -13,13 +13,17 @@ import streamlit as st  # noqa: E402
 
 from dashboard import form, freeze_panel, inspect_view, live, resources, runs_view  # noqa: E402
 
-st.set_page_config(page_title="Freeze Lab", page_icon="❄️", layout="wide")
+# A material icon, not an emoji: checking an emoji compiles a large regular expression on the first run.
+st.set_page_config(page_title="Freeze Lab", page_icon=":material/ac_unit:", layout="wide")
 form.init_state()
 st.title("❄️ Freeze Lab")
 st.caption("Pick a pretrained encoder, choose which parts are frozen, train two heads (topic and sentiment), "
            "watch them learn, then change one toggle and compare.")
 
-train_tab, compare_tab, inspect_tab = st.tabs(["Train", "Compare runs", "Inspect a run"])
+# Only the open tab's content runs (on_change="rerun"), except Train: it is always drawn, so its settings
+# and its live view survive a visit to the other tabs, whose widgets keep their values through keep_state.
+train_tab, compare_tab, inspect_tab = st.tabs(["Train", "Compare runs", "Inspect a run"], key="tab",
+                                              on_change="rerun")
 with train_tab:
     form.backbone_section()
     form.data_section()
@@ -28,7 +32,13 @@ with train_tab:
     form.settings_section()
     live.train_section(frozen, preset)
 with compare_tab:
-    runs_view.compare_section()
+    if compare_tab.open:
+        runs_view.compare_section()
+    else:
+        resources.keep_state(runs_view.KEYS)
 with inspect_tab:
-    inspect_view.inspect_section()
+    if inspect_tab.open:
+        inspect_view.inspect_section()
+    else:
+        resources.keep_state(inspect_view.KEYS)
 st.session_state[resources.FIRST_RUN_DONE] = True

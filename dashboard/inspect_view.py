@@ -6,6 +6,8 @@ import streamlit as st
 
 from dashboard import charts, resources
 
+KEYS = ["inspect_run", "try_text"]  # widget values kept while the tab is closed
+
 
 def inspect_section() -> None:
     runs = [r for r in resources.run_store().list() if r.has_weights()]

@@ -24,6 +24,14 @@ def once_drawn(probe, *args) -> BackgroundResult | None:
     return probe(*args) if st.session_state.get(FIRST_RUN_DONE) else None
 
 
+def keep_state(keys: list[str]) -> None:
+    """Keep the values of widgets that this run does not draw (a closed tab's): Streamlit forgets a
+    widget's value at the end of a run that did not draw it, unless the run assigned it."""
+    for key in keys:
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
+
+
 @st.cache_resource
 def job_manager() -> JobManager:
     return JobManager(runs_dir(), in_process=train_in_process())

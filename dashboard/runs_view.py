@@ -9,6 +9,7 @@ import streamlit as st
 from core.runs import RunError
 from dashboard import charts, resources
 
+KEYS = ["compare", "compare_metric", "compare_x", "compare_smoothing", "manage_run", "rename_to"]  # kept while closed
 METRICS = {"accuracy": "validation accuracy", "macro_f1": "macro-F1", "loss": "validation loss",
            "train_loss": "training loss"}
 
@@ -54,9 +55,11 @@ def compare_runs(runs) -> None:
     st.markdown("**What differs**")
     st.dataframe(difference_rows(runs), hide_index=True)
     c1, c2, c3 = st.columns(3)
-    c1.segmented_control("Metric", list(METRICS), key="compare_metric", format_func=METRICS.get, default="accuracy")
+    st.session_state.setdefault("compare_metric", "accuracy")
+    st.session_state.setdefault("compare_smoothing", 0.0)
+    c1.segmented_control("Metric", list(METRICS), key="compare_metric", format_func=METRICS.get)
     c2.radio("x axis", ["step", "epoch"], key="compare_x", horizontal=True)
-    c3.slider("Smoothing", 0.0, 0.95, 0.0, 0.05, key="compare_smoothing")
+    c3.slider("Smoothing", 0.0, 0.95, step=0.05, key="compare_smoothing")
     events = {r.name: r.events() for r in runs}
     tasks = sorted({t for ev in events.values() for t in charts.tasks_in(ev)})
     metric = st.session_state.compare_metric or "accuracy"

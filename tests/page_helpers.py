@@ -25,6 +25,12 @@ def new_app(backbone: str, fresh_server: bool = True):
     return at.run()
 
 
+def open_tab(at, label: str):
+    """Select a tab, as a click would: only the open tab's content runs (the Train tab always does)."""
+    at.session_state["tab"] = label
+    return at.run()
+
+
 def rerun_until(at, condition, timeout: float = 90.0, pause: float = 0.5):
     """Rerun the page until ``condition(at)`` holds, as a user's browser would keep refreshing."""
     deadline = time.time() + timeout

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from page_helpers import frozen_toggles, new_app, rerun_until, trainable
+from page_helpers import frozen_toggles, new_app, open_tab, rerun_until, trainable
 
 
 @pytest.fixture
@@ -85,6 +85,8 @@ def test_compare_view_shows_two_runs(page_env, tiny_bert):
     run_experiment(parse_config({**base, "name": "backbone frozen", "freeze": {"preset": "scenario2"}}),
                    page_env / "runs")
     at = new_app(tiny_bert)
+    assert not at.get("multiselect")  # the closed tab's content is not computed
+    at = open_tab(at, "Compare runs")
     assert len(at.multiselect(key="compare").value) == 2
     overlays = [c for c in at.get("plotly_chart") if "all trainable" in c.proto.spec]
     assert len(overlays) == 2  # one overlay per task, each with a line per run
@@ -94,6 +96,13 @@ def test_compare_view_shows_two_runs(page_env, tiny_bert):
     frozen_row = differences[differences[""] == "frozen parts"].iloc[0]
     assert frozen_row["all trainable"] == "nothing"
     assert "layer.0" in frozen_row["backbone frozen"]
+
+    at.segmented_control(key="compare_metric").set_value("loss").run()
+    at.toggle(key="freeze:layer.0").set_value(True).run()
+    at = open_tab(open_tab(at, "Train"), "Compare runs")  # a visit to Train and back keeps the choices
+    assert at.segmented_control(key="compare_metric").value == "loss"
+    assert len(at.multiselect(key="compare").value) == 2
+    assert at.toggle(key="freeze:layer.0").value  # the Train tab is drawn (hidden) all along
 
 
 def test_warm_start_then_freeze_everything_evaluates_the_trained_model(page_env, tiny_bert):

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from page_helpers import APP, new_app, rerun_until
+from page_helpers import APP, new_app, open_tab, rerun_until
 from test_hardening import ROWS, png_bytes, save_config_folder
 
 
@@ -304,7 +304,8 @@ def test_a_run_left_running_by_a_dead_server_shows_as_interrupted(page_env):
     (run / "metrics.jsonl").write_text("".join(json.dumps(s) + "\n" for s in steps))
     at = new_app(page_env.backbone)
     still_works(at)
-    history = next(d.value for d in at.dataframe if "run" in d.value.columns)  # the history on "Compare runs"
+    at = open_tab(at, "Compare runs")
+    history = next(d.value for d in at.dataframe if "run" in d.value.columns)
     row = history[history["run"] == run.name].iloc[0]
     assert row["status"] == "interrupted"
     summary = json.loads((run / "summary.json").read_text())
@@ -408,7 +409,7 @@ def test_a_run_whose_weights_were_replaced_by_a_pickle_is_not_loaded(page_env):
     (run / "heads.json").write_text(json.dumps({"pooling": "mean", "labels": {"topic": ["a", "b"]}}))
     (run / "summary.json").write_text(json.dumps({"run_id": run.name, "status": "finished", "started_at": 1.0,
                                                   "tasks": {}}))
-    at = new_app(page_env.backbone)
+    at = open_tab(new_app(page_env.backbone), "Inspect a run")
     at.text_input(key="try_text").input("the match went to extra time").run()
     at.button(key="predict").click().run()
     assert errors(at) == [f"This run's model cannot be loaded: run {run.name}: its weights are not safetensors (it "
