@@ -6,9 +6,12 @@ The same functions draw a live run and a stored one: both are the events of
 
 from __future__ import annotations
 
+import math
+
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+MAX_POINTS = 600  # per line: plenty for its shape; thousands would make every live refresh slow to draw
 PALETTE = ["#2f6fde", "#e4572e", "#29a35a", "#9b5de5", "#f3a712", "#17bebb", "#8d6a9f", "#c1292e"]
 
 
@@ -21,6 +24,17 @@ def smooth(values: list[float], weight: float) -> list[float]:
         last = v if last is None else weight * last + (1 - weight) * v
         out.append(last)
     return out
+
+
+def thin(xs: list, ys: list, limit: int = MAX_POINTS) -> tuple[list, list]:
+    """Every k-th point, and always the last, so that a line has at most about ``limit`` points;
+    every point shown is a real value (hover stays exact), and the newest step is always drawn."""
+    if len(xs) <= limit:
+        return xs, ys
+    keep = list(range(0, len(xs), math.ceil(len(xs) / limit)))
+    if keep[-1] != len(xs) - 1:
+        keep.append(len(xs) - 1)
+    return [xs[i] for i in keep], [ys[i] for i in keep]
 
 
 def step_losses(events, task: str) -> tuple[list[int], list[float], list[float]]:
@@ -52,8 +66,8 @@ def task_figure(events, task: str, x: str = "step", smoothing: float = 0.0) -> g
     ev = evaluations(events, task)
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.14,
                         subplot_titles=(f"{task}: loss", f"{task}: validation accuracy and macro-F1"))
-    xs = steps if x == "step" else epochs
-    fig.add_trace(go.Scatter(x=xs, y=smooth(losses, smoothing), name="train loss", mode="lines",
+    xs, ys = thin(steps if x == "step" else epochs, smooth(losses, smoothing))
+    fig.add_trace(go.Scatter(x=xs, y=ys, name="train loss", mode="lines",
                              line={"color": PALETTE[0]}), 1, 1)
     fig.add_trace(go.Scatter(x=ev[x], y=ev["loss"], name="validation loss", mode="lines+markers",
                              line={"color": PALETTE[1]}), 1, 1)
@@ -77,8 +91,8 @@ def compare_figure(runs: dict[str, list], task: str, metric: str, x: str = "step
         color = PALETTE[i % len(PALETTE)]
         if metric == "train_loss":
             steps, epochs, losses = step_losses(events, task)
-            fig.add_trace(go.Scatter(x=steps if x == "step" else epochs, y=smooth(losses, smoothing), name=name,
-                                     mode="lines", line={"color": color}))
+            xs, ys = thin(steps if x == "step" else epochs, smooth(losses, smoothing))
+            fig.add_trace(go.Scatter(x=xs, y=ys, name=name, mode="lines", line={"color": color}))
         else:
             ev = evaluations(events, task)
             fig.add_trace(go.Scatter(x=ev[x], y=ev[metric], name=name, mode="lines+markers", line={"color": color}))

@@ -15,11 +15,30 @@ REFRESH_SECONDS = 1.0
 
 
 def train_section(frozen: list[str], preset: dict | None) -> None:
+    """Train and Stop, the chart options, then the live view. Only the live view refreshes while a run
+    is active: every element in it is redrawn by the browser each second, so it holds no more than the
+    status, the progress and the charts (a button or an option changed reruns the page)."""
     st.subheader("5. Train and watch")
-    job = resources.job_manager().current()
+    manager = resources.job_manager()
+    job = manager.current()
     active = job is not None and job.active
     st.session_state["_was_active"] = active
-    st.fragment(run_every=REFRESH_SECONDS if active else None)(live_panel)(frozen, preset)
+    c1, c2, c3 = st.columns([1, 1, 4])
+    if c1.button("Train", type="primary", disabled=active, key="train", use_container_width=True):
+        start_training(frozen, preset)
+        if "_train_error" not in st.session_state:
+            st.rerun()  # drawn again with the new run: the live view starts refreshing
+    if c2.button("Stop", disabled=not active, key="stop", use_container_width=True):
+        manager.stop()
+    if message := st.session_state.pop("_train_error", None):
+        st.error(message)
+    if job is None:
+        c3.caption("No run yet. Press Train; the charts appear here as it learns.")
+        return
+    o1, o2 = c3.columns(2)
+    o1.radio("x axis", ["step", "epoch"], key="x_axis", horizontal=True)
+    o2.slider("Smoothing", 0.0, 0.95, key="smoothing", step=0.05, help="Moving average of the training loss.")
+    st.fragment(run_every=REFRESH_SECONDS if active else None)(live_view)()
 
 
 def start_training(frozen: list[str], preset: dict | None) -> None:
@@ -30,28 +49,16 @@ def start_training(frozen: list[str], preset: dict | None) -> None:
         st.session_state["_train_error"] = str(error)
 
 
-def live_panel(frozen: list[str], preset: dict | None) -> None:
-    manager = resources.job_manager()
-    job = manager.current()
-    active = job is not None and job.active
-    c1, c2, c3 = st.columns([1, 1, 4])
-    if c1.button("Train", type="primary", disabled=active, key="train", use_container_width=True):
-        start_training(frozen, preset)
-        if "_train_error" not in st.session_state:
-            st.rerun()  # the whole page: the live view must start refreshing
-    if c2.button("Stop", disabled=not active, key="stop", use_container_width=True):
-        manager.stop()
-    if message := st.session_state.pop("_train_error", None):
-        st.error(message)
+def live_view() -> None:
+    job = resources.job_manager().current()
     if job is None:
-        c3.caption("No run yet. Press Train; the charts appear here as it learns.")
         return
-    status_line(job, c3)
+    status_line(job, st)
     if job.run is not None:
         draw_run(job.run)
-    if st.session_state.get("_was_active") and not active:
+    if st.session_state.get("_was_active") and not job.active:
         st.session_state["_was_active"] = False
-        st.rerun()  # the run ended: refresh the history and stop polling
+        st.rerun()  # the run ended: refresh the buttons and the history, and stop polling
 
 
 def status_line(job, where) -> None:
@@ -99,9 +106,6 @@ def draw_run(run) -> None:
     notes = [e.message for e in events if e.kind == "state" and e.state == "started" and e.message]
     if notes:
         st.caption(notes[-1] + ". " + cache_note(run.summary().get("cache")))
-    c1, c2 = st.columns(2)
-    c1.radio("x axis", ["step", "epoch"], key="x_axis", horizontal=True)
-    c2.slider("Smoothing", 0.0, 0.95, key="smoothing", step=0.05, help="Moving average of the training loss.")
     tasks = charts.tasks_in(events)
     if not tasks:
         st.caption("Waiting for the first step...")

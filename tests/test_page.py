@@ -134,3 +134,14 @@ def test_model_picture_says_frozen_or_trains_in_words_and_escapes_names():
     assert blocks == [("embeddings: frozen", FROZEN_COLOR), ("layer.0: trains", TRAINABLE_COLOR),
                       ("head.&lt;b&gt;x&lt;/b&gt;: trains", TRAINABLE_COLOR)]
     assert "<b>x</b>" not in picture and "mean pooling" in picture
+
+
+def test_long_loss_lines_are_thinned_to_real_points_ending_at_the_newest_step():
+    from dashboard.charts import thin
+
+    steps = list(range(1, 5001))
+    losses = [1.0 / s for s in steps]
+    xs, ys = thin(steps, losses, limit=600)
+    assert len(xs) <= 601 and xs[-1] == 5000 and xs[0] == 1  # the newest step is always drawn
+    assert all(y == 1.0 / x for x, y in zip(xs, ys))  # hover shows exact values, not averages
+    assert thin(steps[:600], losses[:600]) == (steps[:600], losses[:600])  # short runs are drawn whole
