@@ -27,9 +27,13 @@ sys.path.insert(0, str(ROOT))
 
 from server import browser_page, streamlit_server  # noqa: E402
 
-MAX_X_JS = """() => { const p = document.querySelector('.js-plotly-plot');
-  if (!p || !p.data || !p.data[0] || !p.data[0].x.length) return -1;
-  return Math.max(...p.data[0].x); }"""
+# Runs in the page: every 50 ms, note the wall-clock time (ms since the epoch, the clock the trainer's
+# event times use) at which each step first appears in the first task's training-loss line.
+WATCH_POINTS_JS = """() => { window._seen = {}; setInterval(() => {
+  const p = document.querySelector('.js-plotly-plot');
+  if (!p || !p.data || !p.data[0]) return;
+  const now = Date.now();
+  for (const step of p.data[0].x) if (!(step in window._seen)) window._seen[step] = now; }, 50); }"""
 
 
 def startup(runs: Path) -> dict:
@@ -70,6 +74,8 @@ def page_run(args, runs: Path, watch: bool = True) -> dict:
         every.press("Enter")
         page.wait_for_timeout(1000)
         page.get_by_role("button", name="Train", exact=True).click()
+        if watch:
+            page.evaluate(WATCH_POINTS_JS)
         deadline = time.time() + args.timeout
         if not watch:
             while time.time() < deadline and not list(runs.glob("*/metrics.jsonl")):  # it has begun training
@@ -77,15 +83,10 @@ def page_run(args, runs: Path, watch: bool = True) -> dict:
             page.goto("about:blank")
             while time.time() < deadline and not finished(runs):
                 time.sleep(0.5)
-        while watch and time.time() < deadline:
-            top = page.evaluate(MAX_X_JS)
-            now = time.time()
-            if top is not None and top >= 0 and int(top) not in seen:
-                seen[int(top)] = now
-            if page.get_by_text(": finished").count():
-                break
-            time.sleep(0.2)
+        while watch and time.time() < deadline and not page.get_by_text(": finished").count():
+            time.sleep(0.5)
         if watch:
+            seen = {int(float(step)): ms / 1000 for step, ms in page.evaluate("() => window._seen").items()}
             page.screenshot(path=str(ROOT / "bench" / "results" / "page-finished.png"))
     run = next(runs.iterdir())
     summary = json.loads((run / "summary.json").read_text())

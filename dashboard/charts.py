@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 MAX_POINTS = 600  # per line: plenty for its shape; thousands would make every live refresh slow to draw
 PALETTE = ["#2f6fde", "#e4572e", "#29a35a", "#9b5de5", "#f3a712", "#17bebb", "#8d6a9f", "#c1292e"]
@@ -60,27 +59,38 @@ def tasks_in(events) -> list[str]:
     return seen
 
 
-def task_figure(events, task: str, x: str = "step", smoothing: float = 0.0) -> go.Figure:
-    """Loss (train per step, validation) above, validation accuracy and macro-F1 below."""
+def task_figure(events, task: str, x: str = "step", smoothing: float = 0.0) -> dict:
+    """Loss (train per step, validation) above, validation accuracy and macro-F1 below.
+
+    A plain figure dict rather than ``make_subplots``: the live view builds two of these every second,
+    and ``make_subplots`` took about 40 ms each where this takes about 1 ms."""
     steps, epochs, losses = step_losses(events, task)
     ev = evaluations(events, task)
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.14,
-                        subplot_titles=(f"{task}: loss", f"{task}: validation accuracy and macro-F1"))
     xs, ys = thin(steps if x == "step" else epochs, smooth(losses, smoothing))
-    fig.add_trace(go.Scatter(x=xs, y=ys, name="train loss", mode="lines",
-                             line={"color": PALETTE[0]}), 1, 1)
-    fig.add_trace(go.Scatter(x=ev[x], y=ev["loss"], name="validation loss", mode="lines+markers",
-                             line={"color": PALETTE[1]}), 1, 1)
-    fig.add_trace(go.Scatter(x=ev[x], y=ev["accuracy"], name="accuracy", mode="lines+markers",
-                             line={"color": PALETTE[2]}, marker={"size": 9}), 2, 1)
-    fig.add_trace(go.Scatter(x=ev[x], y=ev["macro_f1"], name="macro-F1", mode="lines+markers",  # open marker:
-                             line={"color": PALETTE[3], "dash": "dot"},  # accuracy stays visible beneath it
-                             marker={"symbol": "diamond-open", "size": 9}), 2, 1)
-    fig.update_yaxes(range=[0, 1.02], row=2, col=1)
-    fig.update_xaxes(title_text=x, row=2, col=1)
-    fig.update_layout(height=430, margin={"l": 10, "r": 10, "t": 40, "b": 10}, hovermode="x unified",
-                      legend={"orientation": "h", "y": -0.15})
-    return fig
+    data = [
+        {"type": "scatter", "x": xs, "y": ys, "name": "train loss", "mode": "lines",
+         "line": {"color": PALETTE[0]}, "xaxis": "x", "yaxis": "y"},
+        {"type": "scatter", "x": ev[x], "y": ev["loss"], "name": "validation loss", "mode": "lines+markers",
+         "line": {"color": PALETTE[1]}, "xaxis": "x", "yaxis": "y"},
+        {"type": "scatter", "x": ev[x], "y": ev["accuracy"], "name": "accuracy", "mode": "lines+markers",
+         "line": {"color": PALETTE[2]}, "marker": {"size": 9}, "xaxis": "x2", "yaxis": "y2"},
+        {"type": "scatter", "x": ev[x], "y": ev["macro_f1"], "name": "macro-F1", "mode": "lines+markers",
+         "line": {"color": PALETTE[3], "dash": "dot"},  # open markers: accuracy stays visible beneath them
+         "marker": {"symbol": "diamond-open", "size": 9}, "xaxis": "x2", "yaxis": "y2"},
+    ]
+    title = {"xref": "paper", "yref": "paper", "x": 0.5, "xanchor": "center", "yanchor": "bottom",
+             "showarrow": False, "font": {"size": 16}}
+    layout = {
+        "xaxis": {"domain": [0, 1], "anchor": "y", "matches": "x2", "showticklabels": False},
+        "yaxis": {"domain": [0.57, 1], "anchor": "x"},
+        "xaxis2": {"domain": [0, 1], "anchor": "y2", "title": {"text": x}},
+        "yaxis2": {"domain": [0, 0.43], "anchor": "x2", "range": [0, 1.02]},
+        "annotations": [{**title, "text": f"{task}: loss", "y": 1},
+                        {**title, "text": f"{task}: validation accuracy and macro-F1", "y": 0.43}],
+        "height": 430, "margin": {"l": 10, "r": 10, "t": 40, "b": 10}, "hovermode": "x unified",
+        "legend": {"orientation": "h", "y": -0.15},
+    }
+    return {"data": data, "layout": layout}
 
 
 def compare_figure(runs: dict[str, list], task: str, metric: str, x: str = "step",

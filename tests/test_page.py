@@ -145,3 +145,27 @@ def test_long_loss_lines_are_thinned_to_real_points_ending_at_the_newest_step():
     assert len(xs) <= 601 and xs[-1] == 5000 and xs[0] == 1  # the newest step is always drawn
     assert all(y == 1.0 / x for x, y in zip(xs, ys))  # hover shows exact values, not averages
     assert thin(steps[:600], losses[:600]) == (steps[:600], losses[:600])  # short runs are drawn whole
+
+
+def test_task_figure_is_valid_plotly_with_losses_above_and_scores_below():
+    import plotly.graph_objects as go
+
+    from core.events import EvalEvent, StepEvent
+    from dashboard.charts import task_figure
+
+    events = [StepEvent(step=i, epoch=i / 4, task="topic", loss=1.0 / i, lr=1e-4) for i in range(1, 5)]
+    events.append(EvalEvent(step=4, epoch=1.0, tasks={"topic": {"loss": 0.4, "accuracy": 0.8, "macro_f1": 0.7}}))
+    fig = go.Figure(task_figure(events, "topic", x="epoch"))  # plotly validates every property here
+    axes = {t.name: (t.xaxis, t.yaxis) for t in fig.data}
+    assert axes == {"train loss": ("x", "y"), "validation loss": ("x", "y"), "accuracy": ("x2", "y2"),
+                    "macro-F1": ("x2", "y2")}
+    assert list(fig.data[0].x) == [0.25, 0.5, 0.75, 1.0] and list(fig.data[2].y) == [0.8]
+    assert fig.layout.yaxis.domain[0] > fig.layout.yaxis2.domain[1]  # losses above, scores below
+    assert fig.layout.xaxis2.title.text == "epoch"
+
+
+def test_the_live_view_redraws_less_often_when_training_shares_the_cpu():
+    from dashboard.live import refresh_seconds
+
+    assert refresh_seconds("cpu (2 threads)") == 1.0 == refresh_seconds(None)  # not known yet: the CPU's
+    assert refresh_seconds("cuda (NVIDIA H200)") == refresh_seconds("mps (Apple GPU)") == 0.5
