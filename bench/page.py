@@ -36,12 +36,22 @@ WATCH_POINTS_JS = """() => { window._seen = {}; setInterval(() => {
   for (const step of p.data[0].x) if (!(step in window._seen)) window._seen[step] = now; }, 50); }"""
 
 
+def probes_done(timeout: float = 60) -> None:
+    """Wait until the last server's probes (``python -m core describe/device``, which outlive it by a few
+    seconds) have ended, so that one start-up is not timed while another's probe still runs."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and subprocess.run(["pgrep", "-f", "-m core (describe|device)"],
+                                                    capture_output=True).returncode == 0:
+        time.sleep(0.2)
+
+
 def startup(runs: Path) -> dict:
     """Seconds from launching the server until the freeze toggles and preset buttons can be used.
 
     The browser is started first, so its own start-up is not counted."""
+    probes_done()
     env = {"FREEZE_LAB_RUNS_DIR": str(runs), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    with browser_page() as page, streamlit_server(env) as (url, launched):
+    with browser_page() as page, streamlit_server(env, keep_bytecode=True) as (url, launched):
         answered = time.time()
         page.goto(url)
         toggle = page.get_by_role("switch", name="layer.0", exact=True)  # visually hidden input behind the toggle

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from core.backbones import resolve_source
+from core.child import cache_dir
 
 
 @dataclass(frozen=True)
@@ -72,10 +72,6 @@ def describe_in_child(backbone: str, pooling: str) -> dict:
 
     data = json.loads(run_core("describe", "--backbone", backbone, "--pooling", pooling, "--json"))
     return {key: data[key] for key in ("model_type", "hidden_size", "n_layers", "parts", "extra_embedding_modules")}
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("FREEZE_LAB_CACHE_DIR", Path.home() / ".cache" / "freeze-lab")).expanduser()
 
 
 def folder_fingerprint(backbone: str, pooling: str) -> str | None:

@@ -8,11 +8,16 @@ process, and the page only reads what the child prints or writes to its run fold
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import platform
 import shutil
+import socket
 import subprocess
 import sys
 import threading
+from importlib import metadata
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -85,3 +90,51 @@ def stop_children() -> None:
         for process in _running:
             if process.poll() is None:
                 process.kill()
+
+
+def cache_dir() -> Path:
+    """Where probe results (parameter counts, the device) are remembered between servers."""
+    return Path(os.environ.get("FREEZE_LAB_CACHE_DIR", Path.home() / ".cache" / "freeze-lab")).expanduser()
+
+
+def machine_fingerprint() -> str:
+    """A key that changes with what decides the device and its label, read without importing torch:
+    the host, the interpreter, torch's installed version, the GPUs the system and the environment show,
+    and the CPU thread settings."""
+    try:
+        torch_version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch_version = None
+    gpus = sorted(p.name for p in Path("/dev").glob("nvidia[0-9]*")) if Path("/dev").is_dir() else []
+    text = json.dumps([socket.gethostname(), platform.system(), platform.machine(), sys.executable, torch_version,
+                       gpus, os.cpu_count(), *(os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS"))])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def remembered_device_label() -> str | None:
+    """The label ``device_label`` stored for this machine as it is now, or None."""
+    try:
+        return json.loads(remembered_device_path().read_text(encoding="utf-8"))["label"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def remembered_device_path() -> Path:
+    return cache_dir() / f"device-{machine_fingerprint()}.json"
+
+
+def device_label() -> str:
+    """Which device training would use, as ``python -m core device`` says in a child (it imports torch);
+    remembered on disk, so a restarted page shows it at once without a second torch import."""
+    remembered = remembered_device_label()
+    if remembered:
+        return remembered
+    from core.runs import atomic_write_json
+
+    label = run_core("device", timeout=120).strip()
+    try:
+        remembered_device_path().parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(remembered_device_path(), {"label": label})
+    except OSError:  # a read-only home is no reason to fail: the label just is not remembered
+        pass
+    return label

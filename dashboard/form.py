@@ -253,17 +253,14 @@ def settings_section() -> None:
     c[3].toggle("Cache the frozen prefix", key="cache_frozen_prefix",
                 help="Compute the frozen embeddings and lower layers once and reuse them. Much faster; the cached "
                      "part runs without dropout, which is a (small) difference from training it uncached.")
-    device = resources.once_drawn(resources.device_label)
-    if device is not None and device.done:
+    if resources.known_device_label():
         device_caption()
     else:
         st.fragment(run_every=1.0)(device_caption)()  # until it is known; the next page run stops polling
 
 
 def device_caption() -> None:
-    device = resources.once_drawn(resources.device_label)
-    known = device is not None and device.done
-    st.caption(f"Device: {(device.value or device.error) if known else 'detecting...'}")
+    st.caption(f"Device: {resources.known_device_label() or 'detecting...'}")
 
 
 # ---- the config ------------------------------------------------------------------------------

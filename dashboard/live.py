@@ -49,9 +49,7 @@ def train_section(frozen: list[str], preset: dict | None) -> None:
     o1, o2 = c3.columns(2)
     o1.radio("x axis", ["step", "epoch"], key="x_axis", horizontal=True)
     o2.slider("Smoothing", 0.0, 0.95, key="smoothing", step=0.05, help="Moving average of the training loss.")
-    device = resources.once_drawn(resources.device_label)
-    label = device.value if device is not None and device.done else None
-    st.fragment(run_every=refresh_seconds(label) if active else None)(live_view)()
+    st.fragment(run_every=refresh_seconds(resources.known_device_label()) if active else None)(live_view)()
 
 
 def start_training(frozen: list[str], preset: dict | None) -> None:

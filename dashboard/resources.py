@@ -9,6 +9,7 @@ import threading
 
 import streamlit as st
 
+from core import child
 from core.jobs import JobManager
 from core.runs import RunStore
 from dashboard.settings import runs_dir, train_in_process
@@ -75,15 +76,19 @@ def backbone_description(backbone: str, pooling: str) -> BackgroundResult:
     return BackgroundResult(_describe, backbone, pooling)
 
 
-def _device() -> str:
-    from core.child import run_core
-
-    return run_core("device", timeout=120).strip()
-
-
 @st.cache_resource(show_spinner=False)
 def device_label() -> BackgroundResult:
-    return BackgroundResult(_device)
+    return BackgroundResult(child.device_label)
+
+
+def known_device_label() -> str | None:
+    """The device's label if it is known now: remembered from an earlier server, else probed in this one
+    (the probe starts after the session's first page run)."""
+    remembered = child.remembered_device_label()
+    if remembered:
+        return remembered
+    probe = once_drawn(device_label)
+    return (probe.value or probe.error) if probe is not None and probe.done else None
 
 
 @st.cache_resource(max_entries=2, show_spinner="Loading the trained model...")

@@ -24,14 +24,18 @@ def free_port() -> int:
 
 
 @contextmanager
-def streamlit_server(env: dict[str, str], timeout: float = 60.0):
-    """Yield (url, seconds until the server answered); the server is stopped afterwards."""
+def streamlit_server(env: dict[str, str], timeout: float = 60.0, keep_bytecode: bool = False):
+    """Yield (url, launch time); the server is stopped afterwards. ``keep_bytecode`` lets Python write and
+    reuse its bytecode cache even where the environment says not to (as Python does by default)."""
     port = free_port()
+    env = {**os.environ, **env}
+    if keep_bytecode:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
     started = time.time()
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true"],
-        cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         while True:

@@ -186,3 +186,22 @@ def test_descriptions_of_local_folders_are_remembered_until_the_folder_changes(t
     monkeypatch.setenv("FREEZE_LAB_CACHE_DIR", str(blocker / "cache"))  # an unusable cache is not an error
     assert anatomy.describe_cached(str(folder), "mean") == first and len(calls) == 4
     assert anatomy.describe_cached(str(folder), "mean") == first and len(calls) == 5  # nothing was remembered
+
+
+def test_the_device_label_is_remembered_until_what_decides_the_device_changes(tmp_path, monkeypatch):
+    from core import child
+
+    monkeypatch.setenv("FREEZE_LAB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    calls = []
+    monkeypatch.setattr(child, "run_core", lambda *args, **kw: calls.append(args) or "cpu (2 threads)\n")
+    assert child.remembered_device_label() is None
+    assert child.device_label() == "cpu (2 threads)" and calls == [("device",)]
+    assert child.device_label() == "cpu (2 threads)" and len(calls) == 1  # a restarted page: no torch import
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # the GPUs on show changed: ask again
+    assert child.remembered_device_label() is None
+    assert child.device_label() == "cpu (2 threads)" and len(calls) == 2
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("FREEZE_LAB_CACHE_DIR", str(blocker / "cache"))
+    assert child.device_label() == "cpu (2 threads)" and len(calls) == 3  # an unusable cache is not an error
