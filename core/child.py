@@ -37,17 +37,6 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def trainer_env() -> dict[str, str]:
-    """``child_env()`` for a trainer that shares the CPU with the page and its browser. OpenMP's
-    worker threads spin while they wait for each other by default; when the browser takes a core for a
-    moment, the spinning thread holds the other one and the whole step waits. Passive waiting gives
-    the core back (the page's trainer ran about 15% faster with a browser drawing on 2 cores; alone it
-    is as fast). A value already set in the environment wins."""
-    env = child_env()
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    return env
-
-
 def one_line_error(stderr: str, code: int) -> str:
     """The CLI's one-line message (``error: ...``), else the last line it printed (a traceback's end)."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]

@@ -28,7 +28,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.child import RUN_FOLDER, core_command, one_line_error, trainer_env
+from core.child import RUN_FOLDER, child_env, core_command, one_line_error
 from core.config import ExperimentConfig, dump_config
 from core.locks import BusyError
 from core.runs import ACTIVE, Run, RunError, RunStore, pid_alive
@@ -137,7 +137,7 @@ class JobManager:
         process = subprocess.Popen(
             core_command("train", "--config", "-", "--runs-dir", str(self.runs_dir), "--quiet"),
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            env=trainer_env())
+            env=child_env())
         try:
             process.stdin.write(dump_config(job.config))
             process.stdin.close()
