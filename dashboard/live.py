@@ -1,6 +1,6 @@
 """Train, Stop, and the live view of the current run. The view is an ``st.fragment``
-that refreshes itself (once a second on the CPU, twice on a GPU) while a run is active, reading the run's folder
-(the same record a reload, a restart or a comparison reads)."""
+that refreshes itself while a run is active (once a second on the CPU, twice on a GPU),
+reading the run's folder (the same record a reload, a restart or a comparison reads)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from core.locks import BusyError
 from dashboard import charts, resources
 from dashboard.form import current_config
 
-# How often the live view redraws while a run is active. Each redraw costs the browser CPU time (on a
-# 2-core machine, redrawing twice a second instead of once took training from about 33 to 28 examples/s),
-# so a run on the CPU is redrawn once a second, and a run on a GPU twice (a point then shows within about
-# 0.8 s of its event instead of about 1.1 s, at the 90th percentile).
+# How often the live view redraws while a run is active. Each redraw costs the browser CPU time: on a
+# 2-core machine, twice a second instead of once took training from about 32 to 28 examples/s, and a
+# point then showed within 0.8 s of its event instead of 1.2 s (90th percentile). So a run on the CPU
+# is redrawn once a second, and a run on a GPU, which the browser does not slow down, twice.
 REFRESH_SECONDS = {"gpu": 0.5, "cpu": 1.0}
 
 

@@ -51,6 +51,12 @@ def test_preset_train_charts_stop_in_a_real_browser(tmp_path, tiny_bert):
         page.get_by_role("button", name="Stop", exact=True).click()
         page.get_by_text("stopped at step").first.wait_for(timeout=60_000)
         page.screenshot(path=str(ARTIFACTS / "browser-stopped.png"), full_page=True)
+        page.get_by_role("tab", name="Compare runs").click()  # a closed tab is computed when opened
+        page.get_by_text("Runs to compare (pick two or more)").wait_for(timeout=30_000)
+        page.get_by_role("tab", name="Train").click()
+        page.get_by_role("button", name="Train", exact=True).wait_for(timeout=30_000)
+        embeddings = page.get_by_role("switch", name="embeddings", exact=True)
+        assert embeddings.is_checked() and page.get_by_text("Transfer learning: freeze the lower k").count()
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1
     summary = json.loads((runs[0] / "summary.json").read_text())
