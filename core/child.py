@@ -121,9 +121,10 @@ def device_label() -> str:
     from core.runs import atomic_write_json
 
     label = run_core("device", timeout=120).strip()
+    path = remembered_device_path()
     try:
-        remembered_device_path().parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(remembered_device_path(), {"label": label})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, {"label": label})
     except OSError:  # a read-only home is no reason to fail: the label just is not remembered
         pass
     return label

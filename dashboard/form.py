@@ -253,8 +253,9 @@ def settings_section() -> None:
     c[3].toggle("Cache the frozen prefix", key="cache_frozen_prefix",
                 help="Compute the frozen embeddings and lower layers once and reuse them. Much faster; the cached "
                      "part runs without dropout, which is a (small) difference from training it uncached.")
-    if resources.known_device_label():
-        device_caption()
+    label = resources.known_device_label()
+    if label:
+        st.caption(f"Device: {label}")
     else:
         st.fragment(run_every=1.0)(device_caption)()  # until it is known; the next page run stops polling
 
