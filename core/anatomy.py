@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.backbones import resolve_source
-from core.child import cache_dir
+from core.child import cache_dir, read_remembered, remember
 
 
 @dataclass(frozen=True)
@@ -93,29 +93,17 @@ def remembered_path(backbone: str, pooling: str) -> Path | None:
 
 def remembered_description(backbone: str, pooling: str) -> dict | None:
     """A description ``describe_cached`` stored earlier for this exact folder, or None."""
-    path = remembered_path(backbone, pooling)
-    try:
-        return json.loads(path.read_text(encoding="utf-8")) if path else None
-    except (OSError, ValueError):
-        return None
+    return read_remembered(remembered_path(backbone, pooling))
 
 
 def describe_cached(backbone: str, pooling: str) -> dict:
     """``describe_in_child``, remembered on disk for local folders, so a restarted page has its
     parameter counts at once instead of loading the model again."""
-    from core.runs import atomic_write_json
-
     remembered = remembered_description(backbone, pooling)
     if remembered is not None:
         return remembered
     info = describe_in_child(backbone, pooling)
-    path = remembered_path(backbone, pooling)
-    if path:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(path, info)
-        except OSError:  # a read-only home is no reason to fail: the counts just are not remembered
-            pass
+    remember(remembered_path(backbone, pooling), info)
     return info
 
 

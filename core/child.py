@@ -100,16 +100,35 @@ def machine_fingerprint() -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def remembered_device_label() -> str | None:
-    """The label ``device_label`` stored for this machine as it is now, or None."""
+def read_remembered(path: Path | None) -> dict | None:
+    """A probe result stored by ``remember``, or None (not stored, unreadable, or no path)."""
     try:
-        return json.loads(remembered_device_path().read_text(encoding="utf-8"))["label"]
-    except (OSError, ValueError, KeyError, TypeError):
+        return json.loads(path.read_text(encoding="utf-8")) if path else None
+    except (OSError, ValueError):
         return None
+
+
+def remember(path: Path | None, value: dict) -> None:
+    """Store a probe result for the next server; a read-only home is no reason to fail."""
+    from core.runs import atomic_write_json
+
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, value)
+    except OSError:
+        pass
 
 
 def remembered_device_path() -> Path:
     return cache_dir() / f"device-{machine_fingerprint()}.json"
+
+
+def remembered_device_label() -> str | None:
+    """The label ``device_label`` stored for this machine as it is now, or None."""
+    stored = read_remembered(remembered_device_path())
+    return stored.get("label") if isinstance(stored, dict) else None
 
 
 def device_label() -> str:
@@ -118,13 +137,6 @@ def device_label() -> str:
     remembered = remembered_device_label()
     if remembered:
         return remembered
-    from core.runs import atomic_write_json
-
     label = run_core("device", timeout=120).strip()
-    path = remembered_device_path()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(path, {"label": label})
-    except OSError:  # a read-only home is no reason to fail: the label just is not remembered
-        pass
+    remember(remembered_device_path(), {"label": label})
     return label

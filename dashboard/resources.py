@@ -10,6 +10,7 @@ import threading
 import streamlit as st
 
 from core import child
+from core.anatomy import describe_cached
 from core.jobs import JobManager
 from core.runs import RunStore
 from dashboard.settings import runs_dir, train_in_process
@@ -65,15 +66,9 @@ class BackgroundResult:
         return self.value
 
 
-def _describe(backbone: str, pooling: str) -> dict:
-    from core.anatomy import describe_cached
-
-    return describe_cached(backbone, pooling)
-
-
 @st.cache_resource(max_entries=8, show_spinner=False)
 def backbone_description(backbone: str, pooling: str) -> BackgroundResult:
-    return BackgroundResult(_describe, backbone, pooling)
+    return BackgroundResult(describe_cached, backbone, pooling)
 
 
 @st.cache_resource(show_spinner=False)
