@@ -337,8 +337,8 @@ def test_train_pressed_while_the_parts_are_counted_is_not_lost(page_env, monkeyp
     """The part count finishing during the click's page run used to rerun the page and drop the click."""
     from dashboard import freeze_panel, resources
 
-    counted, clicking, real_describe, real_outline = threading.Event(), threading.Event(), resources._describe, \
-        freeze_panel.outline
+    counted, clicking = threading.Event(), threading.Event()
+    real_describe, real_outline = resources.describe_cached, freeze_panel.outline
 
     def slow_describe(*args):
         assert counted.wait(60)
@@ -351,7 +351,7 @@ def test_train_pressed_while_the_parts_are_counted_is_not_lost(page_env, monkeyp
         return real_outline(*args)
 
     monkeypatch.setenv("FREEZE_LAB_CACHE_DIR", str(page_env.root / "cache"))  # nothing remembered: it must count
-    monkeypatch.setattr(resources, "_describe", slow_describe)
+    monkeypatch.setattr(resources, "describe_cached", slow_describe)
     monkeypatch.setattr(freeze_panel, "outline", outline_then_finish_counting)
     at = new_app(page_env.backbone)
     assert any(c.value == "Loading the backbone to count its parameters..." for c in at.caption)
