@@ -45,6 +45,7 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--config", required=True, help="YAML or JSON experiment config ('-': read it from stdin)")
     train.add_argument("--runs-dir", default="runs", help="where runs are stored (default: runs)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--owner", help="who started the run, kept in its summary (the page passes its visitor's id)")
     train.set_defaults(command=cmd_train)
     describe = sub.add_parser("describe", help="list a backbone's parts and parameter counts")
     describe.add_argument("--backbone", default="minilm")
@@ -76,7 +77,8 @@ def cmd_train(args) -> int:
         print(f"backbone {config.backbone}: {experiment.params['trainable']:,} of {experiment.params['total']:,} "
               f"parameters trainable; frozen: {', '.join(experiment.plan.frozen) or 'nothing'}", file=sys.stderr)
         bar = None if args.quiet else ProgressBar()
-        run = run_experiment(config, args.runs_dir, [bar] if bar else [], stop, experiment, on_run=announce)
+        run = run_experiment(config, args.runs_dir, [bar] if bar else [], stop, experiment,
+                             on_run=lambda run: announce(run, args.owner))
         if bar:
             bar.close()
     summary = run.summary()
@@ -88,9 +90,10 @@ def cmd_train(args) -> int:
     return 0 if summary["status"] in ("finished", "evaluated") else 1
 
 
-def announce(run) -> None:
-    """The run exists: record that SIGTERM stops it cleanly (so a restarted page may send it), and say where."""
-    run.update_summary(stop_by_signal=True)
+def announce(run, owner: str | None = None) -> None:
+    """The run exists: record who started it and that SIGTERM stops it cleanly (so a restarted page may send
+    it), and say where."""
+    run.update_summary(stop_by_signal=True, **({"owner": owner} if owner else {}))
     print(f"{RUN_FOLDER}{run.path}", file=sys.stderr, flush=True)
 
 

@@ -9,8 +9,11 @@ after the current step.
 
 One JobManager per server (the page keeps it with ``st.cache_resource``), so a
 reloaded page or a second tab finds the live job again; after a server restart it
-adopts a run that is still training. Only one job trains at a time; a second start
-is refused with a clear message (``BusyError``).
+adopts a run that is still training. Only one job trains at a time: a start while
+one trains waits in a queue (``position`` says where) and begins when the training
+one ends, whoever started it. Each starter has at most one waiting job; a second is
+refused with a clear message (``BusyError``). A job remembers its ``owner`` (the
+page's visitor id), which the child also writes into the run's summary.
 
 ``in_process=True`` trains in a thread of this process instead, for debuggers,
 profilers and tests that patch the trainer.
@@ -35,13 +38,16 @@ from core.runs import ACTIVE, Run, RunError, RunStore, pid_alive
 
 POLL_SECONDS = 0.5
 STOPPED_EARLY = "stopped before training began"
+CANCELLED = "cancelled while it waited in the queue"
+MAX_WAITING = 20
 
 
 @dataclass
 class Job:
     config: ExperimentConfig | None  # None for a run adopted after a restart: its folder has the config
     runs_dir: Path
-    state: str = "preparing"  # preparing | running | done | error
+    owner: str | None = None  # who started it (the page's visitor id); None: the CLI, or unknown
+    state: str = "preparing"  # queued | preparing | running | done | error
     run: Run | None = None
     error: str = ""
     started: float = field(default_factory=time.time)
@@ -74,35 +80,81 @@ class JobManager:
     def __init__(self, runs_dir: str | Path = "runs", in_process: bool = False):
         self.runs_dir = Path(runs_dir).expanduser().resolve()
         self.in_process = in_process
-        self._lock = threading.Lock()
-        self.job: Job | None = None
+        self._lock = threading.RLock()  # a job that ends starts the next one while holding it
+        self.job: Job | None = None  # the job that trains now, or the last one
+        self.queue: list[Job] = []  # jobs waiting for the device, first to start first
 
-    def start(self, config: ExperimentConfig) -> Job:
+    def start(self, config: ExperimentConfig, owner: str | None = None) -> Job:
+        """Start a run now, or queue it behind the one that trains (one trainer per device)."""
         with self._lock:
-            if self._live_job() is not None:
-                raise BusyError("a run is already training; stop it or wait until it ends")
-            job = self.job = Job(config, self.runs_dir)
-            try:
-                RunStore(self.runs_dir).check_writable()  # a bad folder or a full disk: say so at once
-                job.watcher = self._in_thread(job) if self.in_process else self._in_child(job)
-            except RunError as error:
-                job.state, job.error = "error", str(error)
+            job = Job(config, self.runs_dir, owner=owner)
+            if self._live_job() is None:
+                self._launch(job)
                 return job
-            except OSError as error:  # e.g. the interpreter cannot be started
-                job.state, job.error = "error", f"could not start the trainer: {error.strerror or error}"
-                return job
-            job.watcher.start()
+            waiting = [j for j in self.queue if owner is not None and j.owner == owner]
+            if waiting:
+                raise BusyError(f"your run is already waiting in the queue (position {self._position(waiting[0])}); "
+                                "wait for it or cancel it")
+            if len(self.queue) >= MAX_WAITING:
+                raise BusyError(f"the queue is full ({MAX_WAITING} runs waiting); try again when one has trained")
+            job.state = "queued"
+            self.queue.append(job)
             return job
 
-    def stop(self) -> None:
-        if self.job is not None:
-            self.job.stop()
+    def stop(self, job: Job | None = None) -> None:
+        """Stop a job (the current one by default) after its step; a waiting job leaves the queue."""
+        with self._lock:
+            job = job or self.job
+            if job in self.queue:
+                self.queue.remove(job)
+                job.state, job.error = "done", CANCELLED
+                return
+        if job is not None:
+            job.stop()
 
     def current(self) -> Job | None:
         """The live job, or the last one; a run still training in another process is adopted."""
         with self._lock:
             self._live_job()
             return self.job
+
+    def waiting(self, owner: str | None = None) -> list[Job]:
+        """The queue in order, or only ``owner``'s part of it."""
+        with self._lock:
+            return [j for j in self.queue if owner is None or j.owner == owner]
+
+    def position(self, job: Job) -> int | None:
+        """1 for the next job to start; None when the job is not waiting."""
+        with self._lock:
+            return self._position(job)
+
+    def _position(self, job: Job) -> int | None:
+        return self.queue.index(job) + 1 if job in self.queue else None
+
+    def _launch(self, job: Job) -> None:
+        """Start the trainer for ``job`` (the lock is held); a bad runs folder fails the job at once."""
+        self.job = job
+        job.state = "preparing"
+        try:
+            RunStore(self.runs_dir).check_writable()  # a bad folder or a full disk: say so at once
+            job.watcher = self._in_thread(job) if self.in_process else self._in_child(job)
+        except RunError as error:
+            job.state, job.error = "error", str(error)
+            return
+        except OSError as error:  # e.g. the interpreter cannot be started
+            job.state, job.error = "error", f"could not start the trainer: {error.strerror or error}"
+            return
+        job.watcher.start()
+
+    def _start_next(self) -> None:
+        """A job ended: start the first waiting one, if the device is free now."""
+        with self._lock:
+            while self.queue and self._live_job() is None:
+                job = self.queue.pop(0)
+                if job.stop_requested:  # stopped directly (Job.stop) while it waited
+                    job.state, job.error = "done", CANCELLED
+                    continue
+                self._launch(job)
 
     # -- finding and adopting ------------------------------------------------------------------
     def _live_job(self) -> Job | None:
@@ -125,7 +177,8 @@ class JobManager:
 
     def _adopt(self, run: Run) -> Job:
         summary = run.summary()
-        job = Job(None, self.runs_dir, state="running", run=run, started=summary.get("started_at", time.time()),
+        job = Job(None, self.runs_dir, owner=summary.get("owner"), state="running", run=run,
+                  started=summary.get("started_at", time.time()),
                   pid=summary.get("pid") if summary.get("stop_by_signal") else None)  # never signal another server
         job.watcher = threading.Thread(target=self._watch_pid, args=(job, summary.get("pid")),
                                        name="freeze-lab-adopted", daemon=True)
@@ -135,7 +188,8 @@ class JobManager:
     # -- a child process -----------------------------------------------------------------------
     def _in_child(self, job: Job) -> threading.Thread:
         process = subprocess.Popen(
-            core_command("train", "--config", "-", "--runs-dir", str(self.runs_dir), "--quiet"),
+            core_command("train", "--config", "-", "--runs-dir", str(self.runs_dir), "--quiet",
+                         *(["--owner", job.owner] if job.owner else [])),
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             env=child_env())
         try:
@@ -172,6 +226,7 @@ class JobManager:
             job.state, job.error = "done", STOPPED_EARLY
         else:
             job.state, job.error = "error", one_line_error(stderr, code)
+        self._start_next()
 
     # -- in this process ----------------------------------------------------------------------
     def _in_thread(self, job: Job) -> threading.Thread:
@@ -181,6 +236,8 @@ class JobManager:
         from core.training import prepare, run_experiment
 
         def attach(run: Run) -> None:
+            if job.owner:
+                run.update_summary(owner=job.owner)
             job.run, job.state = run, "running"
 
         try:
@@ -195,3 +252,5 @@ class JobManager:
         except Exception as error:  # noqa: BLE001 - shown on the page, never lost
             traceback.print_exc()
             job.state, job.error = "error", f"{type(error).__name__}: {error}".splitlines()[0]
+        finally:
+            self._start_next()

@@ -535,27 +535,41 @@ def gate_training(monkeypatch) -> threading.Event:
     return gate
 
 
-def test_job_manager_refuses_a_second_start(quick, tmp_path, monkeypatch):
+def test_a_second_start_waits_in_the_queue_and_trains_after_the_first(quick, tmp_path, monkeypatch):
     from core.jobs import JobManager
 
     gate = gate_training(monkeypatch)
     manager = JobManager(tmp_path / "runs", in_process=True)  # the gate patches this process's trainer
-    first = manager.start(quick())
+    first = manager.start(quick(), owner="visitor-a")
     try:
         deadline = time.time() + 60
         while first.state != "running" and time.time() < deadline:
             time.sleep(0.05)
         assert first.state == "running"
-        with pytest.raises(BusyError) as caught:
-            manager.start(quick(name="second tab"))
-        assert str(caught.value) == "a run is already training; stop it or wait until it ends"
-        assert manager.current() is first
+        second = manager.start(quick(name="second visitor"), owner="visitor-b")
+        assert second.state == "queued" and manager.position(second) == 1
+        with pytest.raises(BusyError) as caught:  # one waiting run per visitor
+            manager.start(quick(name="again"), owner="visitor-b")
+        assert str(caught.value) == ("your run is already waiting in the queue (position 1); "
+                                     "wait for it or cancel it")
+        third = manager.start(quick(name="third visitor"), owner="visitor-c")
+        assert manager.position(third) == 2 and manager.waiting("visitor-c") == [third]
+        manager.stop(third)  # a waiting run can be cancelled: it leaves the queue without a run
+        assert third.state == "done" and manager.position(third) is None and manager.position(second) == 1
+        assert manager.current() is first and [p.name for p in (tmp_path / "runs").iterdir()] == [first.run.id]
     finally:
         gate.set()
         first.wait(120)
-    assert first.state == "done" and first.run.status == "finished"
-    assert [p.name for p in (tmp_path / "runs").iterdir()] == [first.run.id]
-    run_files_ok(first.run.path)
+    deadline = time.time() + 120
+    while (second.state != "done" or second.watcher is None) and time.time() < deadline:
+        time.sleep(0.05)
+    assert second.wait(120) and second.state == "done"
+    assert first.run.status == "finished" and second.run.status == "finished"
+    assert second.run.summary()["started_at"] >= first.run.summary()["finished_at"]  # after, never beside
+    assert second.run.summary()["owner"] == "visitor-b" and first.run.summary()["owner"] == "visitor-a"
+    assert third.run is None and sorted(p.name for p in (tmp_path / "runs").iterdir()) == sorted(
+        [first.run.id, second.run.id])
+    run_files_ok(second.run.path)
 
 
 def test_two_threads_train_at_once_exactly_one_runs(quick, tmp_path, monkeypatch):

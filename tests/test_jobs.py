@@ -16,7 +16,6 @@ import yaml
 from conftest import ROOT
 from core.child import RUN_FOLDER, child_env, core_command, run_core
 from core.jobs import STOPPED_EARLY, JobManager
-from core.locks import BusyError
 
 
 def wait_until(condition, timeout: float = 90.0, what: str = "the condition"):
@@ -84,8 +83,9 @@ def test_a_restarted_server_adopts_the_live_run_and_can_stop_it(long_config, sma
         adopted = after.current()
         assert adopted is not None and adopted.active and adopted.run.id == job.run.id
         assert adopted.pid == job.pid
-        with pytest.raises(BusyError):
-            after.start(small_config(tiny_bert, name="second"))
+        waiting = after.start(small_config(tiny_bert, name="second"))  # queued behind the adopted run
+        assert waiting.state == "queued" and after.position(waiting) == 1
+        after.stop(waiting)
         after.stop()
         assert adopted.wait(60) and job.wait(60)
     finally:
