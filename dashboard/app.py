@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import streamlit as st  # noqa: E402
 
-from dashboard import form, freeze_panel, inspect_view, live, resources, runs_view  # noqa: E402
+from dashboard import access, form, freeze_panel, inspect_view, live, resources, runs_view  # noqa: E402
 
 # A material icon, not an emoji: checking an emoji compiles a large regular expression on the first run.
 st.set_page_config(page_title="Freeze Lab", page_icon=":material/ac_unit:", layout="wide")
@@ -19,6 +19,8 @@ form.init_state()
 st.title("❄️ Freeze Lab")
 st.caption("Pick a pretrained encoder, choose which parts are frozen, train two heads (topic and sentiment), "
            "watch them learn, then change one toggle and compare.")
+st.caption(access.mode_line())
+access.teacher_panel()
 
 # Only the open tab's content runs (on_change="rerun"), except Train: it is always drawn, so its settings
 # and its live view survive a visit to the other tabs, whose widgets keep their values through keep_state.

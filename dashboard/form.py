@@ -14,8 +14,8 @@ from pathlib import Path
 import streamlit as st
 
 from core.config import ConfigError, TrainingConfig, parse_config
-from dashboard import resources
-from dashboard.settings import TASKS, check_local_path, uploads_dir
+from dashboard import access, resources
+from dashboard.settings import TASKS, check_local_folder, check_local_path, looks_like_path, uploads_dir
 
 FILE_TYPES = ["csv", "tsv", "json", "jsonl", "parquet"]
 DEMO, OWN = "Built-in demo data", "My own data"
@@ -37,9 +37,16 @@ def backbone_section() -> None:
     st.subheader("1. Backbone")
     left, right = st.columns([3, 1])
     warm = st.session_state.get("warm_start", "pretrained") != "pretrained"
-    left.text_input("Pretrained encoder", key="backbone", disabled=warm,
-                    help="'minilm' is the packaged all-MiniLM-L6-v2 (works offline). Or type a Hugging Face hub "
-                         "id such as distilbert-base-uncased, bert-base-uncased, roberta-base, or a local folder.")
+    offered = offered_backbones()
+    if offered is None:
+        left.text_input("Pretrained encoder", key="backbone", disabled=warm,
+                        help="'minilm' is the packaged all-MiniLM-L6-v2 (works offline). Or type a Hugging Face hub "
+                             "id such as distilbert-base-uncased, bert-base-uncased, roberta-base, or a local folder.")
+    else:
+        if st.session_state.backbone not in offered:
+            st.session_state.backbone = offered[0]
+        left.selectbox("Pretrained encoder", offered, key="backbone", disabled=warm,
+                       help="The backbones the teacher offers on this page.")
     right.radio("Pooling", ["mean", "cls"], key="pooling", horizontal=True,
                 help="mean: average over tokens. cls: the first token (through the pooler, if the model has one).")
     runs = [r for r in resources.run_store().list() if r.has_weights()]
@@ -54,13 +61,42 @@ def backbone_section() -> None:
         st.caption("The backbone, its pooling and the heads (with their labels) come from that run.")
 
 
+def offered_backbones() -> list[str] | None:
+    """The teacher's list of backbones a visitor picks from; None: any may be typed."""
+    if access.is_teacher():
+        return None
+    return list(access.limits().backbones) if access.limits().backbones is not None else None
+
+
 def selected_backbone() -> str:
-    """The backbone the run will start from: a warm-start run's trained backbone folder, or the
-    typed one; a typed local path is resolved and must lie in an allowed folder (ValueError)."""
+    """The backbone the run will start from: a warm-start run's trained backbone folder, one the teacher
+    offers, or a typed one. A typed local path is resolved and must lie in an allowed folder; a visitor
+    of a served page may only name hub models (ValueError otherwise)."""
     if st.session_state.get("warm_start", "pretrained") != "pretrained":
         return str(resources.run_store().get(st.session_state.warm_start).backbone_dir)
     backbone = st.session_state.backbone.strip() or "minilm"
-    return str(check_local_path(backbone)) if backbone.startswith((".", "/", "~")) else backbone
+    offered = offered_backbones()
+    if offered is not None:
+        if backbone not in offered:
+            raise ValueError(f"backbone {backbone!r} is not offered on this page; choose one of {', '.join(offered)}")
+        return backbone  # the teacher's own entry: a name or a folder they chose
+    if access.served() and not access.is_teacher():
+        if looks_like_path(backbone):
+            raise ValueError(f"backbone {backbone!r}: on a shared page, give a hub name such as 'owner/name'; "
+                             "paths are not read")
+        return access.check_hub_name(backbone, "backbone")
+    return str(check_local_folder(backbone)) if looks_like_path(backbone) else backbone
+
+
+def hub_source(typed: str) -> str:
+    """A typed hub data set name, checked as a name: a path typed here is never read."""
+    from core.data import is_hub_name
+
+    name = access.check_hub_name(typed, "hub data set")
+    if looks_like_path(name) or not is_hub_name(name):
+        raise ValueError(f"hub data set {typed!r}: that is a local file name; use 'Upload a file'"
+                         + (" or 'Local path'" if access.local_paths_offered() else ""))
+    return name
 
 
 # ---- data -------------------------------------------------------------------------------------
@@ -118,8 +154,11 @@ def balance_bars(title: str, counts: dict[str, int]) -> None:
 def task_inputs(task: str) -> None:
     if not st.checkbox(f"Train a '{task}' head", key=f"use:{task}"):
         return
-    kind = st.radio("Source", ["Upload a file", "Local path", "Hub data set"], key=f"source_kind:{task}",
-                    horizontal=True)
+    kinds = ["Upload a file", "Local path", "Hub data set"] if access.local_paths_offered() else [
+        "Upload a file", "Hub data set"]
+    if st.session_state.get(f"source_kind:{task}") not in kinds:
+        st.session_state[f"source_kind:{task}"] = kinds[0]
+    kind = st.radio("Source", kinds, key=f"source_kind:{task}", horizontal=True)
     source = None
     if kind == "Upload a file":
         upload = st.file_uploader(f"{task} training file", type=FILE_TYPES, key=f"upload:{task}")
@@ -135,7 +174,12 @@ def task_inputs(task: str) -> None:
             except ValueError as error:
                 st.error(str(error))
     else:
-        source = st.text_input("Hub data set name (e.g. ag_news, sst2)", key=f"hub:{task}") or None
+        typed = st.text_input("Hub data set name (e.g. ag_news, sst2)", key=f"hub:{task}")
+        if typed:
+            try:
+                source = hub_source(typed)
+            except ValueError as error:
+                st.error(str(error))
     st.session_state[f"source:{task}"] = source
     if not source:
         return
@@ -234,6 +278,18 @@ def task_labels() -> dict[str, list[str]]:
     return out
 
 
+def train_counts() -> dict[str, int]:
+    """Training examples per task in use, for the visitor limits (the demo's, or the checked files')."""
+    if st.session_state.data_mode == DEMO:
+        train_rows = sum(row["split"] == "train" for row in _demo_rows())
+        return {task: train_rows for task in TASKS}
+    counts = {}
+    for task in TASKS:
+        if task_config(task) and not isinstance(data := checked_task(task), str):
+            counts[task] = len(data.train_texts)
+    return counts
+
+
 # ---- settings ---------------------------------------------------------------------------------
 
 def settings_section() -> None:
@@ -253,6 +309,12 @@ def settings_section() -> None:
     c[3].toggle("Cache the frozen prefix", key="cache_frozen_prefix",
                 help="Compute the frozen embeddings and lower layers once and reuse them. Much faster; the cached "
                      "part runs without dropout, which is a (small) difference from training it uncached.")
+    if not access.is_teacher():
+        limits = access.limits()
+        if limits.problem:
+            st.error(limits.problem)
+        elif limits.describe():
+            st.caption(f"Limits on this page: {limits.describe()}.")
     label = resources.known_device_label()
     if label:
         st.caption(f"Device: {label}")

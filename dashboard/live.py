@@ -8,8 +8,8 @@ import streamlit as st
 
 from core.config import ConfigError
 from core.locks import BusyError
-from dashboard import charts, resources
-from dashboard.form import current_config
+from dashboard import access, charts, resources
+from dashboard.form import current_config, train_counts
 
 # How often the live view redraws while a run is active. Each redraw costs the browser CPU time: on a
 # 2-core machine, twice a second instead of once took training from about 32 to 28 examples/s, and a
@@ -28,19 +28,31 @@ def refresh_seconds(device_label: str | None) -> float:
 def train_section(frozen: list[str], preset: dict | None) -> None:
     """Train and Stop, the chart options, then the live view. Only the live view refreshes while a run
     is active: every element in it is redrawn by the browser each second, so it holds no more than the
-    status, the progress and the charts (a button or an option changed reruns the page)."""
+    status, the queue, the progress and the charts (a button or an option changed reruns the page).
+
+    One run trains at a time; Train while another trains puts this visitor's run in the queue. Stop is
+    offered to whoever may stop the run that trains (its starter, the teacher, or anyone on a one-person
+    page: ``access.may``); a waiting run can be cancelled by its starter."""
     st.subheader("5. Train and watch")
     manager = resources.job_manager()
     job = manager.current()
     active = job is not None and job.active
-    st.session_state["_was_active"] = active
+    mine_waiting = manager.waiting(access.visitor_id())
+    st.session_state["_drawn"] = page_signature(job, mine_waiting)
+    may_stop = active and access.allowed("stop", job.owner)
     c1, c2, c3 = st.columns([1, 1, 4])
-    if c1.button("Train", type="primary", disabled=active, key="train", use_container_width=True):
+    if c1.button("Train", type="primary", disabled=bool(mine_waiting), key="train", use_container_width=True,
+                 help="A run is training: yours waits in the queue and starts when it ends." if active else None):
         start_training(frozen, preset)
         if "_train_error" not in st.session_state:
             st.rerun()  # drawn again with the new run: the live view starts refreshing
-    if c2.button("Stop", disabled=not active, key="stop", use_container_width=True):
-        manager.stop()
+    if c2.button("Stop", disabled=not may_stop, key="stop", use_container_width=True,
+                 help=None if may_stop or not active else access.why_not("stop")):
+        if access.allowed("stop", job.owner):  # checked again: the run may have changed since the drawing
+            manager.stop(job)
+    if mine_waiting and c2.button("Cancel my queued run", key="cancel_queued", use_container_width=True):
+        manager.stop(mine_waiting[0])
+        st.rerun()
     if message := st.session_state.pop("_train_error", None):
         st.error(message)
     if job is None:
@@ -49,27 +61,50 @@ def train_section(frozen: list[str], preset: dict | None) -> None:
     o1, o2 = c3.columns(2)
     o1.radio("x axis", ["step", "epoch"], key="x_axis", horizontal=True)
     o2.slider("Smoothing", 0.0, 0.95, key="smoothing", step=0.05, help="Moving average of the training loss.")
-    st.fragment(run_every=refresh_seconds(resources.known_device_label()) if active else None)(live_view)()
+    refresh = active or bool(mine_waiting)
+    st.fragment(run_every=refresh_seconds(resources.known_device_label()) if refresh else None)(live_view)()
+
+
+def page_signature(job, mine_waiting: list) -> tuple:
+    """What the buttons were drawn for: when it changes (a run ended, the next one began), redraw the page."""
+    return id(job), bool(job and job.active), len(mine_waiting)
 
 
 def start_training(frozen: list[str], preset: dict | None) -> None:
     try:
         config = current_config(frozen, preset)
-        resources.job_manager().start(config)
-    except (ConfigError, BusyError) as error:
+        if not access.is_teacher():
+            access.check_limits(access.limits(), config, train_counts())
+        resources.job_manager().start(config, owner=access.visitor_id())
+    except (ValueError, BusyError) as error:  # ConfigError is a ValueError
         st.session_state["_train_error"] = str(error)
 
 
 def live_view() -> None:
-    job = resources.job_manager().current()
+    manager = resources.job_manager()
+    job = manager.current()
     if job is None:
         return
     status_line(job, st)
+    queue_line(manager)
     if job.run is not None:
         draw_run(job.run)
-    if st.session_state.get("_was_active") and not job.active:
-        st.session_state["_was_active"] = False
-        st.rerun()  # the run ended: refresh the buttons and the history, and stop polling
+    if st.session_state.get("_drawn") != page_signature(job, manager.waiting(access.visitor_id())):
+        st.rerun()  # a run ended or the next began: refresh the buttons and the history
+
+
+def queue_line(manager) -> None:
+    """Where this visitor's waiting run stands, and how many wait in all."""
+    waiting = manager.waiting()
+    if not waiting:
+        return
+    mine = manager.waiting(access.visitor_id())
+    if mine:
+        position = manager.position(mine[0])
+        st.info(f"Your run waits in the queue: position {position} of {len(waiting)}. It starts on its own "
+                "when the runs before it end.")
+    else:
+        st.caption(f"{len(waiting)} run(s) wait in the queue.")
 
 
 def status_line(job, where) -> None:

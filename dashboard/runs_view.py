@@ -7,7 +7,7 @@ import time
 import streamlit as st
 
 from core.runs import RunError
-from dashboard import charts, resources
+from dashboard import access, charts, resources
 
 KEYS = ["compare", "compare_metric", "compare_x", "compare_smoothing", "manage_run", "rename_to"]  # kept while closed
 METRICS = {"accuracy": "validation accuracy", "macro_f1": "macro-F1", "loss": "validation loss",
@@ -106,21 +106,28 @@ def _fmt(value) -> str:
 
 
 def manage_runs(by_id) -> None:
+    """Rename or delete one run, where ``access.may`` lets this visitor (their own runs; any with the
+    teacher's passcode; anything on a one-person page)."""
     with st.expander("Rename or delete a run"):
         rid = st.selectbox("Run", list(by_id), key="manage_run", format_func=lambda r: by_id[r].name)
-        new_name = st.text_input("New name", key="rename_to")
+        owner = by_id[rid].summary().get("owner")
+        may_rename, may_delete = access.allowed("rename", owner), access.allowed("delete", owner)
+        new_name = st.text_input("New name", key="rename_to", disabled=not may_rename)
         c1, c2, c3 = st.columns(3)
-        if c1.button("Rename", key="rename", disabled=not new_name.strip()):
+        if c1.button("Rename", key="rename", disabled=not (may_rename and new_name.strip())):
             try:
                 resources.run_store().rename(rid, new_name)
                 st.rerun()
             except RunError as error:
                 st.error(str(error))
-        sure = c2.checkbox("I am sure", key="delete_sure")
-        if c3.button("Delete", key="delete", disabled=not sure):
+        sure = c2.checkbox("I am sure", key="delete_sure", disabled=not may_delete)
+        if c3.button("Delete", key="delete", disabled=not (may_delete and sure)):
             try:
                 resources.run_store().delete(rid)
                 st.session_state.delete_sure = False
                 st.rerun()
             except RunError as error:
                 st.error(str(error))
+        for action, permitted in (("rename", may_rename), ("delete", may_delete)):
+            if not permitted:
+                st.caption(access.why_not(action))

@@ -1,7 +1,10 @@
-"""Where the page keeps things, and which local folders it may read.
+"""Where the page keeps things, and which local files a visitor may read.
 
-Each can be changed with environment variables, so a teacher can point the
-page at a shared runs folder or allow a data folder outside the project.
+Each can be changed with environment variables, so a teacher can point the page at a
+shared runs folder or allow a data folder outside the project. A typed path is read
+only if, after its links are resolved, it lies in an allowed folder, names no hidden
+file or folder, and has a data file's extension: whatever pandas could parse is not
+enough (a visitor could otherwise read ``~/.aws/credentials`` through the preview).
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
 TASKS = ("topic", "sentiment")
+DATA_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
+ALLOWED_DIRS = "FREEZE_LAB_ALLOWED_DIRS"
 
 
 def runs_dir() -> Path:
@@ -27,20 +32,52 @@ def train_in_process() -> bool:
     return os.environ.get("FREEZE_LAB_TRAIN_IN_PROCESS", "") == "1"
 
 
+def extra_allowed_dirs() -> list[str]:
+    """The folders listed in FREEZE_LAB_ALLOWED_DIRS (separated by the OS path separator)."""
+    return [p for p in os.environ.get(ALLOWED_DIRS, "").split(os.pathsep) if p]
+
+
 def allowed_roots() -> list[Path]:
-    """Folders whose files may be typed into the page: the project, the home folder, and
-    any listed in FREEZE_LAB_ALLOWED_DIRS (separated by the OS path separator)."""
-    extra = [p for p in os.environ.get("FREEZE_LAB_ALLOWED_DIRS", "").split(os.pathsep) if p]
-    return [Path(p).expanduser().resolve() for p in [PROJECT, Path.home(), *extra]]
+    """Folders whose files may be typed into the page: the project, the uploads folder and those
+    listed in FREEZE_LAB_ALLOWED_DIRS. Not the home folder: list it there on a single-user machine."""
+    return [Path(p).expanduser().resolve() for p in [PROJECT, uploads_dir(), *extra_allowed_dirs()]]
+
+
+def _hidden(parts) -> bool:
+    return any(part.startswith(".") and part not in (".", "..") for part in parts)
+
+
+def resolve_allowed(text: str) -> Path:
+    """A typed path, links resolved, if it lies in an allowed folder and names nothing hidden; else
+    ValueError. The message repeats what was typed, never where it leads or what the file holds."""
+    typed = Path(text.strip()).expanduser()
+    if _hidden(typed.parts):
+        raise ValueError(f"{text}: hidden files and folders (names starting with '.') are never read")
+    path = (typed if typed.is_absolute() else PROJECT / typed).resolve()
+    root = next((r for r in allowed_roots() if path == r or r in path.parents), None)
+    if root is None:
+        raise ValueError(f"{text}: outside the folders this page may read ({', '.join(map(str, allowed_roots()))}); "
+                         f"set {ALLOWED_DIRS} to allow more")
+    if _hidden(path.relative_to(root).parts):
+        raise ValueError(f"{text}: hidden files and folders (names starting with '.') are never read")
+    return path
 
 
 def check_local_path(text: str) -> Path:
-    """Resolve a typed path and refuse it outside the allowed folders (links resolved first)."""
-    path = Path(text).expanduser()
-    if not path.is_absolute():
-        path = PROJECT / path
-    path = path.resolve()
-    if not any(path == root or root in path.parents for root in allowed_roots()):
-        raise ValueError(f"{text}: outside the folders this page may read ({', '.join(map(str, allowed_roots()))}); "
-                         "set FREEZE_LAB_ALLOWED_DIRS to allow more")
+    """A typed data file: in an allowed folder, nothing hidden, and a data file's extension."""
+    path = resolve_allowed(text)
+    if path.suffix.lower() not in DATA_SUFFIXES:
+        raise ValueError(f"{text}: not a data file; the page reads only {', '.join(DATA_SUFFIXES)} files")
     return path
+
+
+def check_local_folder(text: str) -> Path:
+    """A typed model folder: in an allowed folder, nothing hidden (its files are checked when it loads)."""
+    return resolve_allowed(text)
+
+
+def looks_like_path(text: str) -> bool:
+    """Whether a typed backbone or data set name would be read from disk rather than the hub."""
+    text = text.strip()
+    path = Path(text).expanduser()
+    return text.startswith((".", "~")) or path.is_absolute() or path.exists() or (PROJECT / path).exists()

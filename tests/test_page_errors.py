@@ -171,13 +171,15 @@ def test_check_local_path_defaults_and_environment(tmp_path, monkeypatch):
     from dashboard.settings import PROJECT, check_local_path
 
     monkeypatch.delenv("FREEZE_LAB_ALLOWED_DIRS", raising=False)
-    assert check_local_path(str(PROJECT / "README.md")) == PROJECT / "README.md"
-    assert check_local_path("~") == Path.home().resolve()
-    with pytest.raises(ValueError, match="outside the folders this page may read"):
-        check_local_path(str(tmp_path))  # a temporary folder is not allowed by default
+    monkeypatch.setenv("FREEZE_LAB_UPLOADS_DIR", str(tmp_path / "uploads"))
+    assert check_local_path(str(PROJECT / "examples" / "x.csv")) == PROJECT / "examples" / "x.csv"
+    assert check_local_path(str(tmp_path / "uploads" / "ab12" / "x.tsv")) == tmp_path / "uploads" / "ab12" / "x.tsv"
+    for outside in (str(tmp_path / "x.csv"), "~/x.csv"):  # a temporary folder, the home folder: not by default
+        with pytest.raises(ValueError, match="outside the folders this page may read"):
+            check_local_path(outside)
     monkeypatch.setenv("FREEZE_LAB_ALLOWED_DIRS", str(tmp_path))
     assert check_local_path(str(tmp_path / "x.csv")) == tmp_path / "x.csv"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="outside the folders"):
         check_local_path(str(tmp_path) + "-sibling/x.csv")  # a prefix of the name is not a parent folder
 
 
@@ -362,7 +364,7 @@ def test_train_pressed_while_the_parts_are_counted_is_not_lost(page_env, monkeyp
     still_works(at)
 
 
-def test_a_second_tab_reattaches_and_cannot_start_another_run(page_env, monkeypatch):
+def test_a_second_tab_reattaches_and_its_train_waits_in_the_queue(page_env, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     from core.training import Trainer
@@ -387,14 +389,21 @@ def test_a_second_tab_reattaches_and_cannot_start_another_run(page_env, monkeypa
         run_id = job_manager().current().run.id
         second.button(key="train").click().run()  # pressed in a tab drawn before the first run began
         still_works(second)
-        assert second.button(key="train").disabled
+        assert second.button(key="train").disabled  # its run waits: one waiting run per visitor
         assert any(f"Run **{run_id}**: running" in t for t in status_texts(second))
+        assert any(t.startswith("Your run waits in the queue: position 1 of 1.") for t in status_texts(second))
+        assert any(c.value == "1 run(s) wait in the queue." for c in first.run().caption)  # the other tab sees it
         assert [p.name for p in page_env.runs.iterdir()] == [run_id]
+        second.button(key="cancel_queued").click().run()
+        assert not job_manager().waiting() and not second.button(key="train").disabled
     finally:
+        for job in job_manager().waiting():
+            job_manager().stop(job)
         job_manager().stop()
         gate.set()
         job_manager().current().wait(60)
     assert json.loads((page_env.runs / run_id / "summary.json").read_text())["status"] == "stopped"
+    assert [p.name for p in page_env.runs.iterdir()] == [run_id]
 
 
 def test_a_run_whose_weights_were_replaced_by_a_pickle_is_not_loaded(page_env):
