@@ -141,7 +141,8 @@ def teacher_panel() -> None:
     with st.sidebar:
         st.markdown("**Teacher**")
         if is_teacher():
-            st.caption("Teacher mode: you may stop, rename and delete any run; visitor limits do not apply.")
+            st.caption("Teacher mode: you may stop, rename and delete any run; the epoch, example and length "
+                       "limits do not apply to you.")
             return
         st.text_input("Teacher's passcode", type="password", key="teacher_passcode_input")
         st.button("Unlock", key="teacher_unlock", on_click=teacher_unlock)

@@ -62,10 +62,10 @@ def backbone_section() -> None:
 
 
 def offered_backbones() -> list[str] | None:
-    """The teacher's list of backbones a visitor picks from; None: any may be typed."""
-    if access.is_teacher():
-        return None
-    return list(access.limits().backbones) if access.limits().backbones is not None else None
+    """The teacher's list of backbones to pick from (the teacher's own session too, so the widget stays
+    the same when the passcode is given); None: any may be typed."""
+    backbones = access.limits().backbones
+    return list(backbones) if backbones is not None else None
 
 
 def selected_backbone() -> str:

@@ -24,9 +24,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def streamlit_server(env: dict[str, str], timeout: float = 60.0, keep_bytecode: bool = False):
+def streamlit_server(env: dict[str, str], timeout: float = 60.0, keep_bytecode: bool = False,
+                     address: str = "127.0.0.1"):
     """Yield (url, launch time); the server is stopped afterwards. ``keep_bytecode`` lets Python write and
-    reuse its bytecode cache even where the environment says not to (as Python does by default)."""
+    reuse its bytecode cache even where the environment says not to (as Python does by default).
+    ``address``: another loopback address such as 127.0.0.2 makes the page count itself as served."""
     port = free_port()
     env = {**os.environ, **env}
     if keep_bytecode:
@@ -34,9 +36,9 @@ def streamlit_server(env: dict[str, str], timeout: float = 60.0, keep_bytecode: 
     started = time.time()
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true"],
+         "--server.address", address, "--server.headless", "true"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{address}:{port}"
     try:
         while True:
             try:
@@ -59,13 +61,19 @@ def streamlit_server(env: dict[str, str], timeout: float = 60.0, keep_bytecode: 
 
 
 @contextmanager
-def browser_page():
+def browser():
+    """Debian's chromium through playwright; ``browser.new_context()`` is a second visitor."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 3000})
-            yield page
+            yield launched
         finally:
-            browser.close()
+            launched.close()
+
+
+@contextmanager
+def browser_page():
+    with browser() as launched:
+        yield launched.new_page(viewport={"width": 1400, "height": 3000})

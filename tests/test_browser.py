@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from server import CHROMIUM, ROOT, browser_page, streamlit_server
+from server import CHROMIUM, ROOT, browser, browser_page, streamlit_server
 
 NEED_BROWSER = os.environ.get("FREEZE_LAB_REQUIRE_BROWSER") == "1"
 have_browser = Path(CHROMIUM).exists() and shutil.which("chromium") is not None
@@ -90,3 +90,86 @@ def test_settings_keep_their_values_when_the_counts_arrive(tmp_path, monkeypatch
         assert value("Pretrained encoder") == "minilm"
         assert (value("Epochs"), value("Batch size"), value("Max length (tokens)")) == ("2", "32", "64")
         assert value("Learning rate (backbone)") == "5.0e-5"
+
+
+SECRET_ROWS = "aws_secret_key,password\nAKIAEXAMPLE,hunter2\n"
+
+
+def test_typed_paths_to_hidden_non_data_or_outside_files_are_refused_in_a_real_browser(tmp_path):
+    """A visitor types paths to a credentials file in a hidden folder of the home folder, a project file
+    that is not data, and a link from the project to a file outside it: each is refused in one line, and
+    the page shows nothing of what they hold, nor where the link leads."""
+    home, outside = tmp_path / "home", tmp_path / "outside"
+    (home / ".aws").mkdir(parents=True)
+    (home / ".aws" / "credentials.csv").write_text(SECRET_ROWS, encoding="utf-8")
+    outside.mkdir()
+    (outside / "creds.csv").write_text(SECRET_ROWS, encoding="utf-8")
+    ARTIFACTS.mkdir(exist_ok=True)
+    link = ARTIFACTS / f"link-{tmp_path.name}.csv"  # inside the project (artifacts/ is not tracked)
+    link.symlink_to(outside / "creds.csv")
+    typed_and_expected = [
+        ("~/.aws/credentials.csv", "hidden files and folders (names starting with '.') are never read"),
+        ("README.md", "not a data file; the page reads only .csv, .tsv, .json, .jsonl, .parquet files"),
+        (f"artifacts/{link.name}", "outside the folders this page may read"),
+    ]
+    env = {"FREEZE_LAB_RUNS_DIR": str(tmp_path / "runs"), "FREEZE_LAB_ALLOWED_DIRS": "~", "HOME": str(home),
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    try:
+        with streamlit_server(env) as (url, _), browser_page() as page:
+            page.goto(url)
+            page.get_by_text("On this computer only (localhost)").first.wait_for(timeout=60_000)
+            page.get_by_text("My own data", exact=True).click()
+            page.get_by_text("Local path", exact=True).first.click()
+            path_input = page.get_by_label("Path to a csv/tsv/json/jsonl/parquet file").first
+            for typed, expected in typed_and_expected:
+                path_input.fill(typed)
+                path_input.press("Enter")
+                page.get_by_text(f"{typed}: {expected}").first.wait_for(timeout=30_000)
+                content = page.content()
+                for leaked in ("aws_secret_key", "hunter2", "AKIAEXAMPLE", str(outside), "Text column"):
+                    assert leaked not in content, f"{typed}: the page shows {leaked!r}"
+            page.screenshot(path=str(ARTIFACTS / "browser-refused-paths.png"), full_page=True)
+    finally:
+        link.unlink()
+
+
+def test_a_served_page_hides_local_paths_and_only_the_starter_or_the_teacher_stops_a_run(tmp_path, tiny_bert):
+    """Served on 127.0.0.2 (not one of localhost, 127.0.0.1, ::1): no Local path without allowed folders, and a
+    second browser context cannot stop the first context's run until it gives the teacher's passcode."""
+    env = {"FREEZE_LAB_RUNS_DIR": str(tmp_path / "runs"), "FREEZE_LAB_ALLOWED_BACKBONES": tiny_bert,
+           "FREEZE_LAB_TEACHER_PASSCODE": "owl-42", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    with streamlit_server(env, address="127.0.0.2") as (url, _), browser() as chromium:
+        starter = chromium.new_context(viewport={"width": 1400, "height": 3000}).new_page()
+        starter.goto(url)
+        starter.get_by_text("Served to the network: visitors upload their data files").first.wait_for(timeout=60_000)
+        starter.get_by_text("My own data", exact=True).click()
+        starter.get_by_text("Upload a file", exact=True).first.wait_for(timeout=30_000)
+        assert starter.get_by_text("Hub data set", exact=True).count() == 2  # one per task
+        assert starter.get_by_text("Local path", exact=True).count() == 0
+        starter.get_by_text("Built-in demo data", exact=True).click()
+        starter.get_by_text("1,003,671").first.wait_for(timeout=60_000)  # the tiny backbone's readout
+        epochs = starter.get_by_label("Epochs", exact=True).and_(starter.locator("input"))
+        epochs.fill("30")
+        epochs.press("Enter")
+        starter.wait_for_timeout(500)
+        starter.get_by_role("button", name="Train", exact=True).click()
+        starter.wait_for_function(f"() => ({POINTS_JS})().some(n => n > 0)", timeout=90_000)
+
+        visitor = chromium.new_context(viewport={"width": 1400, "height": 3000}).new_page()
+        visitor.goto(url)
+        visitor.get_by_text("running").first.wait_for(timeout=60_000)
+        stop = visitor.get_by_role("button", name="Stop", exact=True)
+        assert stop.is_disabled()
+        visitor.get_by_label("Teacher's passcode").fill("owl-4")
+        visitor.get_by_role("button", name="Unlock", exact=True).click()
+        visitor.get_by_text("Wrong passcode.").wait_for(timeout=30_000)
+        assert stop.is_disabled()
+        visitor.get_by_label("Teacher's passcode").fill("owl-42")
+        visitor.get_by_role("button", name="Unlock", exact=True).click()
+        visitor.get_by_text("Teacher mode").first.wait_for(timeout=30_000)
+        stop.click()
+        visitor.get_by_text("stopped at step").first.wait_for(timeout=60_000)
+        visitor.screenshot(path=str(ARTIFACTS / "browser-teacher-stopped.png"), full_page=True)
+    (run,) = list((tmp_path / "runs").iterdir())
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    assert summary["status"] == "stopped" and summary["owner"]
