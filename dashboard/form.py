@@ -193,7 +193,8 @@ def task_inputs(task: str) -> None:
     c1, c2, c3 = st.columns(3)
     c1.selectbox("Text column", columns, index=text_default, key=f"text_col:{task}")
     c2.selectbox("Label column", columns, index=label_default, key=f"label_col:{task}")
-    c3.number_input("Max training examples (0: all)", 0, 10_000_000, 2000, step=500, key=f"max_train:{task}")
+    c3.number_input("Max training examples (0: all)", 0, 10_000_000, min(2000, access.limits().train_examples or 2000),
+                    step=500, key=f"max_train:{task}")
     check = checked_task(task)
     if isinstance(check, str):
         st.error(check)
@@ -279,10 +280,10 @@ def task_labels() -> dict[str, list[str]]:
 
 
 def train_counts() -> dict[str, int]:
-    """Training examples per task in use, for the visitor limits (the demo's, or the checked files')."""
+    """Training examples per task of a visitor's own data, for the visitor limits. The built-in demo set is
+    not counted: it cannot be made smaller, and a lesson on it must always be able to run."""
     if st.session_state.data_mode == DEMO:
-        train_rows = sum(row["split"] == "train" for row in _demo_rows())
-        return {task: train_rows for task in TASKS}
+        return {}
     counts = {}
     for task in TASKS:
         if task_config(task) and not isinstance(data := checked_task(task), str):

@@ -307,3 +307,26 @@ def test_the_teachers_passcode_unlocks_once_per_session_and_is_not_kept(page_env
     assert any(c.value.startswith("Teacher mode") for c in at.sidebar.caption)
     assert "owl-42" not in json.dumps({k: str(at.session_state[k]) for k in at.session_state})
     assert not any(c.value.startswith("Limits on this page") for c in at.caption)  # the teacher has none
+
+
+def test_a_served_page_without_passcode_lets_nobody_delete_or_rename_anothers_run(page_env):
+    from core.config import parse_config
+    from core.runs import RunStore
+
+    run = RunStore(page_env.runs).create(parse_config({"name": "someone's run"}))
+    run.update_summary(status="finished", owner="someone-else")
+    with served_page():
+        at = new_app("minilm")
+        at.session_state["tab"] = "Compare runs"
+        at.run()
+        assert not at.exception
+        assert at.text_input(key="rename_to").disabled and at.button(key="delete").disabled
+        assert at.checkbox(key="delete_sure").disabled
+        captions = [c.value for c in at.caption]
+        assert "Only the person who started this run, or the teacher with the passcode, can rename it." in captions
+        assert "On a shared page without a teacher's passcode, runs cannot be deleted." in captions
+    at = new_app("minilm")  # the same run on a one-person page: anyone may
+    at.session_state["tab"] = "Compare runs"
+    at.run()
+    assert not at.text_input(key="rename_to").disabled and not at.checkbox(key="delete_sure").disabled
+    assert run.path.exists()
