@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 _thread_lock = threading.Lock()
+_held = threading.local()  # the device this thread holds, so a sweep's members re-enter its lock
 
 
 class BusyError(RuntimeError):
@@ -22,7 +23,14 @@ def lock_path(device: str) -> Path:
 
 @contextmanager
 def training_lock(device: str):
-    """Hold the device for one run; refuse at once (not queue) if it is taken."""
+    """Hold the device for one run; refuse at once (not queue) if it is taken.
+
+    Re-entrant within one thread: a sweep holds the lock for all its members, so no other
+    training can slip in between two of them.
+    """
+    if getattr(_held, "device", None) == device:
+        yield
+        return
     if not _thread_lock.acquire(blocking=False):
         raise BusyError("another run is already training in this process; wait for it or stop it")
     try:
@@ -32,9 +40,11 @@ def training_lock(device: str):
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise BusyError(f"another run is already training on {device}; wait for it or stop it") from None
+            _held.device = device
             try:
                 yield
             finally:
+                _held.device = None
                 fcntl.flock(handle, fcntl.LOCK_UN)
     finally:
         _thread_lock.release()
