@@ -138,66 +138,95 @@ def run_sweep(base: ExperimentConfig, depths: list[int] | str | None = None, pre
 
     ``on_member(member, summary)`` is told each member's outcome as it ends; ``on_start``
     the sweep folder once it exists. Raises a one-line error before the first member.
+    The training lock is held from the first check to the last member: one queue.
     """
-    from core.cache import SharedPrefix, decide, prefix_fingerprint
+    from core.device import resolve_device
     from core.locks import training_lock
-    from core.presets import plan_from_config
-    from core.training import cache_settings, encode_splits, prepare
 
     if seeds < 1:
         raise ConfigError(f"seeds must be 1 or more, not {seeds}")
-    stop = stop or threading.Event()
-    store = RunStore(runs_dir)
-    store.check_writable()
+    RunStore(runs_dir).check_writable()
+    with training_lock(resolve_device(base.training.device), queue=True):
+        plan = plan_sweep(base, depths, list(presets), seeds, runs_dir)
+        return execute(plan, runs_dir, stop or threading.Event(), subscribers, on_member, on_start)
+
+
+@dataclass
+class SweepPlan:
+    """A checked sweep: its members' configs and what their frozen prefixes need."""
+
+    base: ExperimentConfig
+    probe: object  # the Experiment that loaded the backbone and the data once
+    variants: list[Variant]
+    seeds: list[int]
+    data_seed: int
+    configs: dict[tuple[str, int], ExperimentConfig]
+    needs: dict[tuple[int, str], str]  # (depth, kind) -> prefix fingerprint, for the shared prefix
+
+
+def plan_sweep(base: ExperimentConfig, depths, presets: list, seeds: int, runs_dir) -> SweepPlan:
+    """Load the backbone and the data once and check every variant's plan against its part names."""
+    from core.cache import decide, prefix_fingerprint
+    from core.presets import plan_from_config
+    from core.training import prepare
+
     data_seed = base.training.seed if base.training.data_seed is None else base.training.data_seed
     probe = prepare(member_config(base, Variant("probe", {}), base.training.seed, data_seed), runs_dir)
     model, parts = probe.model, list(probe.model.parts())
-    variants = make_variants(depths, list(presets), len(model.backbone_parts().layers))
+    variants = make_variants(depths, presets, len(model.backbone_parts().layers))
     seed_list = [base.training.seed + i for i in range(seeds)]
     configs = {(v.name, s): member_config(base, v, s, data_seed) for s in seed_list for v in variants}
     needs: dict[tuple[int, str], str] = {}
-    for v in variants:  # every plan is checked against the part names before anything trains
+    for v in variants:
         plan = plan_from_config(configs[(v.name, seed_list[0])].freeze, parts)
         check_plan(plan, parts)
         trains = apply_plan(model, plan)["trainable"] > 0
         decision = decide(model, base.training.cache_frozen_prefix, trains)
         if decision["kind"] is not None:
             needs[(decision["depth"], decision["kind"])] = prefix_fingerprint(model, decision["depth"])
+    return SweepPlan(base, probe, variants, seed_list, data_seed, configs, needs)
 
-    root = sweeps_root(runs_dir)
+
+def execute(plan: SweepPlan, runs_dir, stop: threading.Event, subscribers, on_member, on_start) -> dict:
+    """Build the shared prefix, then run the members one after another, saving sweep.json after each."""
+    from core.cache import SharedPrefix
+    from core.training import cache_settings, encode_splits
+
+    store, root = RunStore(runs_dir), sweeps_root(runs_dir)
     root.mkdir(parents=True, exist_ok=True)
-    sweep_id = new_sweep_id(root, base)
+    sweep_id = new_sweep_id(root, plan.base)
     folder = root / sweep_id
     folder.mkdir()
+    probe = plan.probe
     record = {
-        "sweep_id": sweep_id, "name": base.name or sweep_id, "status": "running", "started_at": time.time(),
-        "backbone": base.backbone, "n_layers": len(model.backbone_parts().layers), "seeds": seed_list,
-        "data_seed": data_seed, "variants": [{"variant": v.name, "depth": v.depth, "freeze": v.freeze} for v in variants],
+        "sweep_id": sweep_id, "name": plan.base.name or sweep_id, "status": "running", "started_at": time.time(),
+        "backbone": plan.base.backbone, "n_layers": len(probe.model.backbone_parts().layers), "seeds": plan.seeds,
+        "data_seed": plan.data_seed,
+        "variants": [{"variant": v.name, "depth": v.depth, "freeze": v.freeze} for v in plan.variants],
         "members": [{"run_id": None, "variant": v.name, "depth": v.depth, "seed": s, "status": NOT_STARTED}
-                    for s in seed_list for v in variants],
+                    for s in plan.seeds for v in plan.variants],
         "reference": {"majority_accuracy": reference_lines(probe.tasks)},
-        "base_config": base.to_dict(),
+        "base_config": plan.base.to_dict(),
     }
     save(folder, record, store)
     if on_start:
         on_start(folder)
     train, val = encode_splits(probe)
-    shared = SharedPrefix(model, {**{f"train/{n}": s.ids for n, s in train.items()},
-                                  **{f"val/{n}": s.ids for n, s in val.items()}},
-                          cache_settings(probe), needs, folder, probe.device)
+    shared = SharedPrefix(probe.model, {**{f"train/{n}": s.ids for n, s in train.items()},
+                                        **{f"val/{n}": s.ids for n, s in val.items()}},
+                          cache_settings(probe), plan.needs, folder, probe.device)
+    plan.probe = probe = None  # after the shared pass the members load their own fresh weights
     try:
-        with training_lock(probe.device):
-            shared.build()
-            record["shared_prefix"] = shared.info()
-            del probe, model  # the members load their own fresh weights
-            for member in record["members"]:
-                if stop.is_set():
-                    break
-                run_member(member, configs[(member["variant"], member["seed"])], sweep_id, shared, runs_dir,
-                           stop, subscribers)
-                save(folder, record, store)
-                if on_member:
-                    on_member(member, store.get(member["run_id"]).summary() if member["run_id"] else {})
+        shared.build()
+        record["shared_prefix"] = shared.info()
+        for member in record["members"]:
+            if stop.is_set():
+                break
+            run_member(member, plan.configs[(member["variant"], member["seed"])], sweep_id, shared, runs_dir,
+                       stop, subscribers)
+            save(folder, record, store)
+            if on_member:
+                on_member(member, store.get(member["run_id"]).summary() if member["run_id"] else {})
     finally:
         shared.close()
         statuses = [m["status"] for m in record["members"]]

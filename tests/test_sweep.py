@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from core.__main__ import main
+from core.compare import compare
 from core.cache import FrozenPrefixCache, SharedPrefix, prefix_fingerprint
 from core.events import StepEvent
 from core.freezing import freeze
@@ -69,6 +70,12 @@ def test_three_depths_two_seeds_write_six_runs_and_a_matching_table(tiny_bert, s
     assert record["shared_prefix"]["depths"] == [2, 3]
     assert not any(runs.glob("sweeps/*/prefix_cache"))
     assert sweep_results(runs, record["sweep_id"])["table"] == record["table"]
+
+    seeds = compare(store, f"{record['sweep_id']}:depth 0", f"{record['sweep_id']}:depth 3")["tasks"]["topic"]
+    assert seeds["n_a"] == seeds["n_b"] == 2 and 0 <= seeds["p_value"] <= 1 and seeds["test"].startswith("Welch")
+    one, other = record["members"][0]["run_id"], record["members"][2]["run_id"]
+    paired = compare(store, one, other)["tasks"]["topic"]["paired"]
+    assert paired["n_examples"] == 24 and 0 <= paired["p_value"] <= 1
 
 
 def test_a_stopped_sweep_keeps_its_finished_members(tiny_bert, small_config, tmp_path):
@@ -192,3 +199,28 @@ def test_cli_sweep_bad_backbone_data_or_seeds_exit_2(small_config, tmp_path, cap
     bad_data = small_config("minilm", tasks={"topic": {"train": str(tmp_path / "none.csv")}})
     assert main(["sweep", "--config", write_config(tmp_path / "b.yaml", bad_data), "--runs-dir", runs]) == 2
     assert capsys.readouterr().err.startswith("error: ") and not sweep_files(Path(runs))
+
+
+def test_a_sweep_waits_for_no_one_and_lets_no_one_in(tiny_bert, small_config, tmp_path):
+    from core.locks import BusyError, training_lock
+
+    with training_lock("cpu"):  # another run trains: the sweep is refused before it writes anything
+        with pytest.raises(BusyError):
+            run_sweep(small_config(tiny_bert, training={"device": "cpu"}), [3], runs_dir=tmp_path)
+    assert not (tmp_path / "sweeps").exists()
+    seen = []
+
+    def try_to_train(member) -> None:
+        with pytest.raises(BusyError):
+            with training_lock("cpu"):
+                pass
+        seen.append(member["status"])
+
+    def between_members(member, summary) -> None:  # the page's thread tries to train between two members
+        thread = threading.Thread(target=try_to_train, args=(member,))
+        thread.start()
+        thread.join()
+
+    record = run_sweep(small_config(tiny_bert, training={"device": "cpu"}), [3, 2], runs_dir=tmp_path,
+                       on_member=between_members)
+    assert record["status"] == "finished" and seen == ["finished", "finished"]
