@@ -157,6 +157,7 @@ class SweepPlan:
 
     base: ExperimentConfig
     probe: object  # the Experiment that loaded the backbone and the data once
+    tasks: dict[str, TaskData]  # that data, which every member trains and validates on
     variants: list[Variant]
     seeds: list[int]
     data_seed: int
@@ -184,7 +185,7 @@ def plan_sweep(base: ExperimentConfig, depths, presets: list, seeds: int, runs_d
         decision = decide(model, base.training.cache_frozen_prefix, trains)
         if decision["kind"] is not None:
             needs[(decision["depth"], decision["kind"])] = prefix_fingerprint(model, decision["depth"])
-    return SweepPlan(base, probe, variants, seed_list, data_seed, configs, needs)
+    return SweepPlan(base, probe, probe.tasks, variants, seed_list, data_seed, configs, needs)
 
 
 def execute(plan: SweepPlan, runs_dir, stop: threading.Event, subscribers, on_member, on_start) -> dict:
@@ -222,8 +223,8 @@ def execute(plan: SweepPlan, runs_dir, stop: threading.Event, subscribers, on_me
         for member in record["members"]:
             if stop.is_set():
                 break
-            run_member(member, plan.configs[(member["variant"], member["seed"])], sweep_id, shared, runs_dir,
-                       stop, subscribers)
+            run_member(member, plan.configs[(member["variant"], member["seed"])], plan.tasks, sweep_id, shared,
+                       runs_dir, stop, subscribers)
             save(folder, record, store)
             if on_member:
                 on_member(member, store.get(member["run_id"]).summary() if member["run_id"] else {})
@@ -237,8 +238,9 @@ def execute(plan: SweepPlan, runs_dir, stop: threading.Event, subscribers, on_me
     return record
 
 
-def run_member(member: dict, config: ExperimentConfig, sweep_id: str, shared, runs_dir, stop, subscribers) -> None:
-    """Prepare and train one member; its outcome goes into ``member``."""
+def run_member(member: dict, config: ExperimentConfig, tasks: dict[str, TaskData], sweep_id: str, shared,
+               runs_dir, stop, subscribers) -> None:
+    """Prepare (fresh pretrained weights, the sweep's data) and train one member; its outcome goes into ``member``."""
     from core.training import prepare, run_experiment
 
     def named(run) -> None:
@@ -247,7 +249,7 @@ def run_member(member: dict, config: ExperimentConfig, sweep_id: str, shared, ru
 
     member["status"] = "running"
     try:
-        experiment = prepare(config, runs_dir)
+        experiment = prepare(config, runs_dir, tasks)
         experiment.shared_prefix = shared
         run = run_experiment(config, runs_dir, subscribers, stop, experiment, on_run=named)
         member["status"] = run.status

@@ -8,6 +8,7 @@ events to its subscribers and stores everything in the run's folder.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import random
@@ -98,12 +99,16 @@ def align_labels(task: TaskData, head_labels: list[str], run_id: str) -> TaskDat
     return task
 
 
-def prepare(config: ExperimentConfig, runs_dir: str | Path = "runs") -> Experiment:
-    """Load and check everything; raises a one-line error before any run exists."""
+def prepare(config: ExperimentConfig, runs_dir: str | Path = "runs",
+            tasks: dict[str, TaskData] | None = None) -> Experiment:
+    """Load and check everything; raises a one-line error before any run exists.
+
+    ``tasks``: the config's data, already loaded (a sweep reads it once for all members); copied.
+    """
     device = devices.resolve_device(config.training.device)
     precision = devices.resolve_precision(config.training.precision, device)
     torch.manual_seed(config.training.seed)
-    tasks = load_tasks(config)
+    tasks = copy.deepcopy(tasks) if tasks is not None else load_tasks(config)
     model, tokenizer, warm = build_model(config, tasks, RunStore(runs_dir))
     plan = plan_from_config(config.freeze, list(model.parts()))
     params = apply_plan(model, plan)
