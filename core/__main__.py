@@ -1,4 +1,4 @@
-"""Command line: ``python -m core train|describe|presets|runs``.
+"""Command line: ``python -m core train|sweep|compare|describe|presets|runs``.
 
 Every expected problem (bad config, data, backbone, busy device) ends with a
 one-line message on stderr and exit code 2; the run directory is the last line
@@ -15,7 +15,7 @@ import threading
 from contextlib import contextmanager
 
 from core.backbones import BackboneError
-from core.child import RUN_FOLDER
+from core.child import RUN_FOLDER, SWEEP_FOLDER
 from core.config import ConfigError, load_config, parse_config_text
 from core.data import DataError
 from core.device import DeviceError
@@ -47,6 +47,22 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--owner", help="who started the run, kept in its summary (the page passes its visitor's id)")
     train.set_defaults(command=cmd_train)
+    sweep = sub.add_parser("sweep", help="train one config at several freeze depths or presets, and seeds")
+    sweep.add_argument("--config", required=True, help="the base YAML or JSON config ('-': stdin)")
+    sweep.add_argument("--depths", help="'all' (the default without --presets) or e.g. 0,2,4,6: "
+                                        "embeddings plus the lower k layers frozen")
+    sweep.add_argument("--presets", help="comma-separated presets, e.g. none,scenario2,top_quarter "
+                                         "(scenario3:<task>, lower_k:<k>, parts:embeddings+layer.0)")
+    sweep.add_argument("--seeds", type=positive, default=1, help="seeds per variant: base seed, +1, ... (default 1)")
+    sweep.add_argument("--runs-dir", default="runs", help="where runs are stored (default: runs)")
+    sweep.add_argument("--owner", help="who started the sweep, kept in its members' summaries")
+    sweep.set_defaults(command=cmd_sweep)
+    compare = sub.add_parser("compare", help="is the accuracy difference between two runs or variants real?")
+    compare.add_argument("a", help="a run id, SWEEP:VARIANT, or comma-separated run ids")
+    compare.add_argument("b", help="the same, for the other side")
+    compare.add_argument("--json", action="store_true")
+    compare.add_argument("--runs-dir", default="runs")
+    compare.set_defaults(command=cmd_compare)
     describe = sub.add_parser("describe", help="list a backbone's parts and parameter counts")
     describe.add_argument("--backbone", default="minilm")
     describe.add_argument("--pooling", default="mean", choices=["mean", "cls"])
@@ -88,6 +104,80 @@ def cmd_train(args) -> int:
           f"{summary['wall_seconds']:.1f} s, {summary['examples_per_second']:.1f} examples/s")
     print(run.path)
     return 0 if summary["status"] in ("finished", "evaluated") else 1
+
+
+def positive(text: str) -> int:
+    """argparse type: an integer of 1 or more (``--seeds 0`` is refused with one line)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
+def cmd_sweep(args) -> int:
+    from core.sweep import parse_depths, run_sweep
+
+    config = parse_config_text(sys.stdin.read(), "stdin") if args.config == "-" else load_config(args.config)
+    depths = parse_depths(args.depths) if args.depths else None
+    presets = [p.strip() for p in args.presets.split(",") if p.strip()] if args.presets else []
+    RunStore(args.runs_dir).check_writable()
+    stop = threading.Event()
+    folder = {}
+    with stop_on_signals(stop):
+        record = run_sweep(config, depths, presets, args.seeds, args.runs_dir, stop, on_member=print_member,
+                           on_start=lambda path: announce_sweep(folder, path),
+                           on_run=lambda run: announce(run, args.owner))
+    print_table(record)
+    print(f"{SWEEP_FOLDER}{folder['path']}")
+    return 0 if record["status"] == "finished" else 1
+
+
+def announce_sweep(folder: dict, path) -> None:
+    """The sweep folder exists: say where at once on stderr (the page follows it), and keep it for the last line."""
+    folder["path"] = path
+    print(f"{SWEEP_FOLDER}{path}", file=sys.stderr, flush=True)
+
+
+def print_member(member: dict, summary: dict) -> None:
+    """One line per member as it ends."""
+    accuracy = "  ".join(f"{t} {m['accuracy']:.3f}" for t, m in summary.get("tasks", {}).items())
+    print(f"{member['variant']:<16} seed {member['seed']:<4} {member['status']:<10} {accuracy}  "
+          f"{summary.get('train_seconds', 0):.1f} s train  {member.get('run_id') or member.get('message', '')}",
+          flush=True)
+
+
+def print_table(record: dict) -> None:
+    table, recovery = record["table"], record["recovery"]
+    if not table:
+        print("no member finished")
+        return
+    tasks = list(table[0]["tasks"])
+    print(f"{'variant':<16} {'trainable':>11} {'share':>6} {'train s':>8}  " +
+          "  ".join(f"{t + ' acc (sd)':>22} {'F1':>5}" + (f" {'recov':>5}" if recovery else "") for t in tasks))
+    for row in table:
+        cells = []
+        for t in tasks:
+            m = row["tasks"][t]
+            cell = f"{m['accuracy_mean']:.3f} ({m['accuracy_std']:.3f}) n={m['n_seeds']}"
+            cells.append(f"{cell:>22} {m['macro_f1_mean']:.3f}")
+            if recovery:
+                r = recovery["tasks"][t].get(row["variant"])
+                cells[-1] += f" {r:>5.2f}" if r is not None else f" {'-':>5}"
+        print(f"{row['variant']:<16} {row['trainable']:>11,} {row['trainable_fraction']:>6.1%} "
+              f"{row['train_seconds_mean']:>8.1f}  " + "  ".join(cells))
+    if recovery:
+        print(f"recovery: (acc - {recovery['all_frozen']}) / ({recovery['full']} - {recovery['all_frozen']})")
+
+
+def cmd_compare(args) -> int:
+    from core.compare import compare, format_comparison
+
+    result = compare(RunStore(args.runs_dir), args.a, args.b)
+    print(json.dumps(result, indent=2) if args.json else format_comparison(result))
+    return 0
 
 
 def announce(run, owner: str | None = None) -> None:

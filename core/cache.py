@@ -26,6 +26,7 @@ of its weights); a change to any of them invalidates it.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import time
 from array import array
@@ -123,6 +124,32 @@ def prefix_fingerprint(model, depth: int) -> str:
     return digest.hexdigest()
 
 
+def cache_key(settings: str, depth: int, kind: str, fingerprint: str, ids: list[list[int]]) -> str:
+    """The key of one split's stored prefix output: settings, depth, kind, prefix weights and data."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{settings}|depth={depth}|kind={kind}|prefix={fingerprint}|".encode())
+    digest.update(data_fingerprint(ids).encode())
+    return digest.hexdigest()
+
+
+def choose_storage(need: int, device: torch.device, can_map: bool) -> str:
+    """GPU memory if ``need`` bytes fit, else CPU memory, else a memory-mapped file (if there is a folder)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        if need <= GPU_SHARE * free:
+            return "gpu"
+    import psutil
+
+    if need <= RAM_SHARE * psutil.virtual_memory().available or not can_map:
+        return "cpu"
+    return "mmap"
+
+
+def layer_input(args, kwargs):
+    """The hidden states a layer is called with, positional or by keyword."""
+    return args[0] if args else kwargs.get("hidden_states", next(iter(kwargs.values()), None))
+
+
 def data_fingerprint(ids: list[list[int]]) -> str:
     digest = hashlib.blake2b(digest_size=16)
     digest.update(array("q", [len(x) for x in ids]).tobytes())
@@ -142,6 +169,13 @@ class _Store:
         self.filled = [False] * len(ids)
         self.data: torch.Tensor | None = None
         self.settings = ""
+        self.borrowed = False
+
+    def view(self, ids: list[list[int]]) -> "_Store":
+        """The same stored states for another run's (equal) token ids; releasing it frees nothing."""
+        view = copy.copy(self)
+        view.ids, view.path, view.borrowed = ids, None, True
+        return view
 
     def rows_needed(self) -> int:
         return len(self.ids) if self.kind == "pooled" else self.offsets[-1]
@@ -205,7 +239,7 @@ class FrozenPrefixCache:
     def __init__(self, model, forward=None, *, enabled: bool = True, trains: bool = True,
                  splits: dict[str, list[list[int]]] | None = None, settings: dict | None = None,
                  folder: str | Path | None = None, device="cpu", autocast=None, storage: str | None = None,
-                 verify: bool = True):
+                 verify: bool = True, shared: SharedPrefix | None = None):
         self.model = model  # the unwrapped MultiTaskModel, whose modules are swapped while replaying
         self.forward = forward or model  # what to call (e.g. the accelerate-prepared model)
         self.settings = dict(settings or {})  # tokenizer settings, max_length, backbone source...
@@ -214,6 +248,7 @@ class FrozenPrefixCache:
         self.autocast = autocast or nullcontext
         self.forced_storage = storage
         self.verify = verify
+        self.shared = shared  # a sweep's SharedPrefix: stores whose key matches are borrowed, not built
         self.stores: dict[str, _Store] = {}
         self.stats = {"prefix_batches": 0, "prefix_examples": 0, "hit_examples": 0, "invalidations": 0}
         self.build_seconds = 0.0
@@ -247,11 +282,7 @@ class FrozenPrefixCache:
         return ";".join(f"{k}={self.settings[k]}" for k in sorted(self.settings))
 
     def key(self, ids: list[list[int]]) -> str:
-        digest = hashlib.blake2b(digest_size=16)
-        settings = self.settings_signature()
-        digest.update(f"{settings}|depth={self.depth}|kind={self.kind}|prefix={self.fingerprint}|".encode())
-        digest.update(data_fingerprint(ids).encode())
-        return digest.hexdigest()
+        return cache_key(self.settings_signature(), self.depth, self.kind, self.fingerprint, ids)
 
     def revalidate(self) -> bool:
         """Drop everything stored if the frozen prefix changed (depth or weights). True if it did."""
@@ -283,16 +314,7 @@ class FrozenPrefixCache:
         if self.forced_storage:
             return self.forced_storage
         rows = sum(len(ids) if self.kind == "pooled" else sum(len(x) for x in ids) for ids in splits.values())
-        need = rows * self.model.hidden_size * 4
-        if self.device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(self.device)
-            if need <= GPU_SHARE * free:
-                return "gpu"
-        import psutil
-
-        if need <= RAM_SHARE * psutil.virtual_memory().available or self.folder is None:
-            return "cpu"
-        return "mmap"
+        return choose_storage(rows * self.model.hidden_size * 4, self.device, self.folder is not None)
 
     def store(self, name: str, ids: list[list[int]]) -> _Store:
         """The store for one split; rebuilt if its key (data, settings, prefix) changed."""
@@ -307,9 +329,13 @@ class FrozenPrefixCache:
                 return store
             self.stats["invalidations"] += 1
             store.release()
-        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
-        path = self.folder / f"{safe}.bin" if self.storage == "mmap" else None
-        store = _Store(key, ids, self.kind, self.storage, path, self.device)
+        borrowed = self.shared.lookup(key) if self.shared is not None else None
+        if borrowed is not None:
+            store = borrowed.view(ids)
+        else:
+            safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+            path = self.folder / f"{safe}.bin" if self.storage == "mmap" else None
+            store = _Store(key, ids, self.kind, self.storage, path, self.device)
         store.settings = settings
         self.stores[name] = store
         return store
@@ -334,6 +360,18 @@ class FrozenPrefixCache:
             self.model.train(was_training)
             self.build_seconds += time.perf_counter() - began
 
+    def check_borrowed(self, store: _Store, rows: list[int]) -> None:
+        """The self-check for states a sweep computed: this run's own full forward must agree with them."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            values, mask = store.get(rows, self.device)
+            input_ids, _ = self.collate([store.ids[r] for r in rows])
+            with torch.no_grad(), self.autocast():
+                self.check(values, mask, self.model.encode(input_ids, mask))
+        finally:
+            self.model.train(was_training)
+
     def collate(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         from core.batching import collate
 
@@ -352,7 +390,7 @@ class FrozenPrefixCache:
         captured = {}
 
         def hook(module, args, kwargs):
-            captured["h"] = args[0] if args else kwargs.get("hidden_states", next(iter(kwargs.values()), None))
+            captured["h"] = layer_input(args, kwargs)
             if not check:
                 raise _Captured
 
@@ -437,6 +475,10 @@ class FrozenPrefixCache:
         if not self.active:
             return None
         store = self.store(name, ids)
+        if store.borrowed and self.verify and not self.checked:
+            self.check_borrowed(store, rows)
+            if not self.active:
+                return None
         missing = [r for r in rows if not store.filled[r]]
         if missing:
             self.build(store, missing)
@@ -458,6 +500,7 @@ class FrozenPrefixCache:
             "enabled": self.enabled, "used": used, "reason": self.reason, "depth": self.depth,
             "n_layers": len(self.parts.layers), "kind": self.kind if used else None,
             "storage": self.storage if used else None,
+            "shared": used and any(s.borrowed for s in self.stores.values()),
             "mb": round(sum(s.nbytes for s in self.stores.values()) / 2**20, 3),
             "build_seconds": round(self.build_seconds, 2), **self.stats,
             "notes": self.notes, "semantics": SEMANTIC_NOTE if used else "",
@@ -470,3 +513,102 @@ class FrozenPrefixCache:
         if self.folder is not None and self.folder.is_dir() and not any(self.folder.iterdir()):
             self.folder.rmdir()
         return info
+
+
+class SharedPrefix:
+    """A sweep's frozen prefixes, computed once for all its members.
+
+    Every member of a sweep starts from the same pretrained backbone and reads the
+    same data, so at a given depth they all compute the same frozen prefix. One
+    forward pass of the pristine backbone per split (eval mode, no gradients), with a
+    pre-hook on every layer, yields the input of each layer at once, plus the pooled
+    vector. They are stored under exactly the key a run's FrozenPrefixCache computes,
+    so a member borrows a store only when its settings, depth, kind, prefix weights
+    and data all agree; anything else (a warm start, changed weights) builds its own.
+    Each member still runs the usual self-check on its first batch.
+    """
+
+    def __init__(self, model, splits: dict[str, list[list[int]]], settings: dict, needs: dict[tuple[int, str], str],
+                 folder: str | Path | None = None, device="cpu", autocast=None, batch_size: int = 64):
+        """needs: {(depth, kind): prefix fingerprint} for every depth the sweep's members cache."""
+        self.model, self.splits, self.needs = model, splits, dict(needs)
+        self.settings = ";".join(f"{k}={settings[k]}" for k in sorted(settings))  # as settings_signature()
+        self.pad_id = settings.get("pad_id", 0)
+        self.folder = Path(folder) / "prefix_cache" if folder is not None else None
+        self.device = torch.device(device)
+        self.autocast = autocast or nullcontext
+        self.batch_size = batch_size
+        self.stores: dict[str, _Store] = {}  # by cache key
+        self.storage: str | None = None
+        self.build_seconds = 0.0
+
+    def lookup(self, key: str) -> _Store | None:
+        return self.stores.get(key)
+
+    def build(self) -> None:
+        """One pass over every split; fills a store per (split, depth)."""
+        if not self.needs:
+            return
+        began = time.perf_counter()
+        tokens = sum(len(x) for ids in self.splits.values() for x in ids)
+        rows = sum(len(ids) for ids in self.splits.values())
+        hidden = self.model.hidden_size
+        need = sum((rows if kind == "pooled" else tokens) * hidden * 4 for _, kind in self.needs)
+        self.storage = choose_storage(need, self.device, self.folder is not None)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for name, ids in self.splits.items():
+                self.build_split(name, ids)
+        finally:
+            self.model.train(was_training)
+            self.build_seconds += time.perf_counter() - began
+        self.model = None  # built: the model may be freed
+
+    def build_split(self, name: str, ids: list[list[int]]) -> None:
+        from core.batching import collate
+
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+        stores = {}
+        for depth, kind in self.needs:
+            path = self.folder / f"{safe}-{kind}-{depth}.bin" if self.storage == "mmap" else None
+            key = cache_key(self.settings, depth, kind, self.needs[(depth, kind)], ids)
+            stores[(depth, kind)] = self.stores[key] = _Store(key, ids, kind, self.storage, path, self.device)
+        order = sorted(range(len(ids)), key=lambda r: len(ids[r]))  # similar lengths: little padding
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            input_ids, mask = collate([ids[r] for r in rows], self.pad_id if isinstance(self.pad_id, int) else 0)
+            with torch.no_grad(), self.autocast():
+                outputs = self.forward_all(input_ids.to(self.device), mask.to(self.device))
+            for (depth, kind), store in stores.items():
+                store.put(rows, outputs[kind if kind != "hidden" else depth])
+
+    def forward_all(self, input_ids: torch.Tensor, mask: torch.Tensor) -> dict:
+        """{layer index: its input, 'last_hidden': the stack's output, 'pooled': the pooled vector}."""
+        layers = self.model.backbone_parts().layers
+        captured: dict = {}
+        handles = [layer.register_forward_pre_hook(
+            lambda module, args, kwargs, i=i: captured.__setitem__(i, layer_input(args, kwargs)), with_kwargs=True)
+            for i, layer in enumerate(layers)]
+        try:
+            out = self.model.backbone(input_ids=input_ids, attention_mask=mask)
+        finally:
+            for handle in handles:
+                handle.remove()
+        captured["last_hidden"] = out.last_hidden_state
+        captured["pooled"] = self.model.pool(out.last_hidden_state, mask, getattr(out, "pooler_output", None))
+        return captured
+
+    def info(self) -> dict:
+        return {"depths": sorted({d for d, _ in self.needs}), "storage": self.storage,
+                "mb": round(sum(s.nbytes for s in self.stores.values()) / 2**20, 3),
+                "examples": sum(len(ids) for ids in self.splits.values()),
+                "build_seconds": round(self.build_seconds, 2)}
+
+    def close(self) -> None:
+        """Free every store and delete memory-mapped files."""
+        for store in self.stores.values():
+            store.release()
+        self.stores.clear()
+        if self.folder is not None and self.folder.is_dir() and not any(self.folder.iterdir()):
+            self.folder.rmdir()

@@ -66,6 +66,8 @@ class TrainingConfig(_Strict):
     max_grad_norm: float = Field(1.0, gt=0)
     max_length: int = Field(64, ge=8, le=4096, description="tokens per example; capped by the backbone")
     seed: int = Field(0, ge=0)
+    data_seed: int | None = Field(None, ge=0, description="seed of data sampling and splitting (null: seed); "
+                                  "a sweep fixes it so every member sees the same examples")
     eval_every: int = Field(25, ge=0, description="evaluate every N steps (0: once per epoch), and at the end")
     task_sampling: Literal["proportional", "equal"] = "proportional"
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"

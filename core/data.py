@@ -56,7 +56,8 @@ def load_tasks(config) -> dict[str, TaskData]:
     """All tasks of an ExperimentConfig; the demo set when it names none."""
     if not config.tasks:
         return load_demo_tasks()
-    return {name: load_task(name, task, config.training.seed) for name, task in config.tasks.items()}
+    seed = config.training.seed if config.training.data_seed is None else config.training.data_seed
+    return {name: load_task(name, task, seed) for name, task in config.tasks.items()}
 
 
 # ---- the built-in demo set -------------------------------------------------------------

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 _thread_lock = threading.Lock()
+_queue = threading.local()  # the device a sweep in this thread holds for its members
 
 
 class BusyError(RuntimeError):
@@ -21,8 +22,15 @@ def lock_path(device: str) -> Path:
 
 
 @contextmanager
-def training_lock(device: str):
-    """Hold the device for one run; refuse at once (not queue) if it is taken."""
+def training_lock(device: str, queue: bool = False):
+    """Hold the device for one run; refuse at once (not queue) if it is taken.
+
+    ``queue=True`` holds it for a queue of runs (a sweep): runs this thread starts inside
+    it go ahead, so no other training slips in between two members.
+    """
+    if getattr(_queue, "device", None) == device:
+        yield
+        return
     if not _thread_lock.acquire(blocking=False):
         raise BusyError("another run is already training in this process; wait for it or stop it")
     try:
@@ -32,9 +40,11 @@ def training_lock(device: str):
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise BusyError(f"another run is already training on {device}; wait for it or stop it") from None
+            _queue.device = device if queue else None
             try:
                 yield
             finally:
+                _queue.device = None
                 fcntl.flock(handle, fcntl.LOCK_UN)
     finally:
         _thread_lock.release()

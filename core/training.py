@@ -8,6 +8,8 @@ events to its subscribers and stores everything in the run's folder.
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import math
 import random
 import threading
@@ -21,7 +23,7 @@ import torch.nn.functional as F
 
 from core import checkpoints, device as devices
 from core.batching import EncodedSplit, collate, encode, epoch_schedule, steps_per_epoch
-from core.cache import FrozenPrefixCache
+from core.cache import FrozenPrefixCache, SharedPrefix
 from core.config import ExperimentConfig
 from core.data import DataError, TaskData, load_tasks
 from core.events import EvalEvent, EventBus, ProgressEvent, StateEvent, StepEvent, Subscriber
@@ -30,9 +32,10 @@ from core.locks import training_lock
 from core.metrics import accuracy, confusion_matrix, macro_f1
 from core.model import MultiTaskModel
 from core.presets import plan_from_config
-from core.runs import Run, RunStore
+from core.runs import Run, RunStore, atomic_write_json
 
 OOM_HINT = "out of memory: try a smaller batch size or max length"
+PREDICTIONS = "predictions.json"  # per task: label names, true and predicted indices, confidence
 
 
 class StopRequested(Exception):
@@ -53,6 +56,7 @@ class Experiment:
     precision: str
     warm_start: str | None = None
     notes: list[str] = field(default_factory=list)
+    shared_prefix: SharedPrefix | None = None  # a sweep's pristine layer inputs, used when the key matches
 
     @property
     def trains(self) -> bool:
@@ -95,12 +99,16 @@ def align_labels(task: TaskData, head_labels: list[str], run_id: str) -> TaskDat
     return task
 
 
-def prepare(config: ExperimentConfig, runs_dir: str | Path = "runs") -> Experiment:
-    """Load and check everything; raises a one-line error before any run exists."""
+def prepare(config: ExperimentConfig, runs_dir: str | Path = "runs",
+            tasks: dict[str, TaskData] | None = None) -> Experiment:
+    """Load and check everything; raises a one-line error before any run exists.
+
+    ``tasks``: the config's data, already loaded (a sweep reads it once for all members); copied.
+    """
     device = devices.resolve_device(config.training.device)
     precision = devices.resolve_precision(config.training.precision, device)
     torch.manual_seed(config.training.seed)
-    tasks = load_tasks(config)
+    tasks = copy.deepcopy(tasks) if tasks is not None else load_tasks(config)
     model, tokenizer, warm = build_model(config, tasks, RunStore(runs_dir))
     plan = plan_from_config(config.freeze, list(model.parts()))
     params = apply_plan(model, plan)
@@ -127,6 +135,32 @@ def run_experiment(config: ExperimentConfig, runs_dir: str | Path = "runs",
     return run
 
 
+def pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
+def cache_settings(x: Experiment) -> dict:
+    """What besides the data and the prefix's weights the frozen prefix's output depends on (its cache key)."""
+    return {"tokenizer": getattr(x.tokenizer, "name_or_path", ""), "vocab": len(x.tokenizer),
+            "max_length": x.config.training.max_length, "pad_id": pad_id(x.tokenizer),
+            "backbone": x.config.backbone, "init_from": x.warm_start}
+
+
+def encode_splits(x: Experiment) -> tuple[dict[str, EncodedSplit], dict[str, EncodedSplit]]:
+    """(train, validation) token ids per task."""
+    n = x.config.training.max_length
+    return ({name: EncodedSplit(encode(x.tokenizer, t.train_texts, n), t.train_labels) for name, t in x.tasks.items()},
+            {name: EncodedSplit(encode(x.tokenizer, t.val_texts, n), t.val_labels) for name, t in x.tasks.items()})
+
+
+def validation_fingerprint(task: TaskData) -> str:
+    """A hash of one task's validation texts and labels: two runs compare only if theirs agree."""
+    digest = hashlib.blake2b(digest_size=16)
+    for text, label in zip(task.val_texts, task.val_labels):
+        digest.update(f"{text}\x00{task.labels[label]}\x01".encode())
+    return digest.hexdigest()
+
+
 class Trainer:
     """One run's loop. Holds what the steps share; each method is one stage."""
 
@@ -138,6 +172,7 @@ class Trainer:
         self.train_examples = 0
         self.peak_mb = 0.0
         self.last_eval: dict = {}
+        self.predictions: dict = {}  # the final evaluation's, per task: stored as predictions.json
         self.started = time.time()
         self.prefix_cache: FrozenPrefixCache | None = None
         self.cache_info: dict = {"used": False, "reason": "the run ended before training started"}
@@ -181,11 +216,8 @@ class Trainer:
         self.device = self.accelerator.device
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        self.pad_id = x.tokenizer.pad_token_id if x.tokenizer.pad_token_id is not None else 0
-        self.train_splits = {n: EncodedSplit(encode(x.tokenizer, t.train_texts, cfg.max_length), t.train_labels)
-                             for n, t in x.tasks.items()}
-        self.val_splits = {n: EncodedSplit(encode(x.tokenizer, t.val_texts, cfg.max_length), t.val_labels)
-                           for n, t in x.tasks.items()}
+        self.pad_id = pad_id(x.tokenizer)
+        self.train_splits, self.val_splits = encode_splits(x)
         self.steps_per_epoch = steps_per_epoch(self.train_splits, cfg.batch_size, cfg.task_sampling)
         self.total_steps = self.steps_per_epoch * cfg.epochs if x.trains else 0
         self.model = x.model
@@ -204,10 +236,8 @@ class Trainer:
             x.model, self.model, enabled=cfg.cache_frozen_prefix, trains=x.trains,
             splits={f"{part}/{n}": s.ids for part, splits in (("train", self.train_splits), ("val", self.val_splits))
                     for n, s in splits.items()},
-            settings={"tokenizer": getattr(x.tokenizer, "name_or_path", ""), "vocab": len(x.tokenizer),
-                      "max_length": cfg.max_length, "pad_id": self.pad_id, "backbone": x.config.backbone,
-                      "init_from": x.warm_start},
-            folder=self.run_folder.path, device=self.device, autocast=self.accelerator.autocast)
+            settings=cache_settings(x), folder=self.run_folder.path, device=self.device,
+            autocast=self.accelerator.autocast, shared=x.shared_prefix)
         self.run_folder.update_summary(cache=self.prefix_cache.info())
 
     def make_optimizer(self) -> torch.optim.Optimizer:
@@ -283,7 +313,7 @@ class Trainer:
         self.model.eval()
         results = {}
         for task, split in self.val_splits.items():
-            predictions, total_loss = [], 0.0
+            predictions, confidence, total_loss = [], [], 0.0
             for start in range(0, len(split), self.cfg.batch_size * 2):
                 ids = split.ids[start:start + self.cfg.batch_size * 2]
                 labels = torch.tensor(split.labels[start:start + len(ids)], device=self.device)
@@ -293,12 +323,19 @@ class Trainer:
                     logits = self.model(task, input_ids.to(self.device), mask.to(self.device))
                 logits = logits.float()
                 total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
-                predictions += logits.argmax(-1).tolist()
+                top = logits.softmax(-1).max(-1)
+                predictions += top.indices.tolist()
+                confidence += [round(p, 4) for p in top.values.tolist()]
             labels = self.x.tasks[task].labels
+            if final:
+                self.predictions[task] = {"labels": labels, "true": list(split.labels), "predicted": predictions,
+                                          "confidence": confidence}
             matrix = confusion_matrix(split.labels, predictions, len(labels))
             results[task] = {"loss": total_loss / len(split), "accuracy": accuracy(matrix),
                              "macro_f1": macro_f1(matrix), "labels": labels, "confusion": matrix}
         self.model.train()
+        if final:
+            atomic_write_json(self.run_folder.path / PREDICTIONS, {"tasks": self.predictions})
         self.last_eval = results
         epoch = self.step / self.steps_per_epoch if self.steps_per_epoch else 0.0
         self.bus.emit(EvalEvent(self.step, round(epoch, 4), results, final))
@@ -342,5 +379,6 @@ class Trainer:
             "train_seconds": round(self.train_seconds, 2), "wall_seconds": round(time.time() - self.started, 2),
             "peak_memory_mb": round(self.peak_mb, 1), "device": x.device, "precision": x.precision,
             "init_from": x.warm_start, "finished_at": time.time(), "cache": self.cache_info,
+            "seed": self.cfg.seed, "validation_fingerprint": {n: validation_fingerprint(t) for n, t in x.tasks.items()},
         })
         self.run_folder.write_summary(summary)

@@ -55,6 +55,24 @@ def tiny_bert(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def dropless_bert(tmp_path_factory) -> str:
+    """A tiny BERT with every dropout at zero, so cached and uncached training must agree."""
+    from transformers import AutoModel, AutoTokenizer
+
+    import torch
+
+    from core.backbones import minilm_path
+
+    folder = tmp_path_factory.mktemp("dropless-bert")
+    config = tiny_config("bert")
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
+    torch.manual_seed(0)
+    AutoModel.from_config(config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
 def tiny_backbone_factory(tmp_path_factory):
     made: dict[str, str] = {}
 

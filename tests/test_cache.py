@@ -211,23 +211,6 @@ def test_an_architecture_the_replay_does_not_fit_falls_back(tiny_bert, monkeypat
 
 
 @pytest.fixture(scope="module")
-def dropless_bert(tmp_path_factory) -> str:
-    """A tiny BERT with every dropout at zero, so cached and uncached training must agree."""
-    from transformers import AutoModel, AutoTokenizer
-
-    from conftest import tiny_config
-    from core.backbones import minilm_path
-
-    folder = tmp_path_factory.mktemp("dropless-bert")
-    config = tiny_config("bert")
-    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
-    torch.manual_seed(0)
-    AutoModel.from_config(config).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(folder)
-    return str(folder)
-
-
-@pytest.fixture(scope="module")
 def small_tasks(tmp_path_factory) -> dict:
     from core.data import load_demo_rows
 
