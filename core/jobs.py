@@ -31,7 +31,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.child import RUN_FOLDER, child_env, core_command, one_line_error
+from core.child import RUN_FOLDER, SWEEP_FOLDER, child_env, core_command, one_line_error
 from core.config import ExperimentConfig, dump_config
 from core.locks import BusyError
 from core.runs import ACTIVE, Run, RunError, RunStore, pid_alive
@@ -47,6 +47,8 @@ class Job:
     config: ExperimentConfig | None  # None for a run adopted after a restart: its folder has the config
     runs_dir: Path
     owner: str | None = None  # who started it (the page's visitor id); None: the CLI, or unknown
+    sweep: dict | None = None  # a sweep instead of one run: {"depths": "0,2", "presets": "", "seeds": 2}
+    sweep_folder: Path | None = None  # the sweep's folder, once it exists; ``run`` is then its current member
     state: str = "preparing"  # queued | preparing | running | done | error
     run: Run | None = None
     error: str = ""
@@ -84,10 +86,11 @@ class JobManager:
         self.job: Job | None = None  # the job that trains now, or the last one
         self.queue: list[Job] = []  # jobs waiting for the device, first to start first
 
-    def start(self, config: ExperimentConfig, owner: str | None = None) -> Job:
-        """Start a run now, or queue it behind the one that trains (one trainer per device)."""
+    def start(self, config: ExperimentConfig, owner: str | None = None, sweep: dict | None = None) -> Job:
+        """Start a run (or a sweep: ``python -m core sweep`` arguments) now, or queue it behind the one that
+        trains (one trainer per device)."""
         with self._lock:
-            job = Job(config, self.runs_dir, owner=owner)
+            job = Job(config, self.runs_dir, owner=owner, sweep=sweep)
             if self._live_job() is None:
                 self._launch(job)
                 return job
@@ -188,7 +191,7 @@ class JobManager:
     # -- a child process -----------------------------------------------------------------------
     def _in_child(self, job: Job) -> threading.Thread:
         process = subprocess.Popen(
-            core_command("train", "--config", "-", "--runs-dir", str(self.runs_dir), "--quiet",
+            core_command(*self._command(job), "--config", "-", "--runs-dir", str(self.runs_dir),
                          *(["--owner", job.owner] if job.owner else [])),
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             env=child_env())
@@ -201,13 +204,23 @@ class JobManager:
         return threading.Thread(target=self._follow_child, args=(job, process), name="freeze-lab-follow",
                                 daemon=True)
 
+    @staticmethod
+    def _command(job: Job) -> list[str]:
+        if job.sweep is None:
+            return ["train", "--quiet"]
+        options = [(f"--{key}", str(value)) for key, value in job.sweep.items() if value not in (None, "")]
+        return ["sweep", *(part for option in options for part in option)]
+
     def _follow_child(self, job: Job, process: subprocess.Popen) -> None:
-        """Read the child's stderr: the run folder as soon as it exists, then the last lines for errors."""
+        """Read the child's stderr: each run folder as soon as it exists (a sweep's members one after another),
+        the sweep folder, then the last lines for errors."""
         tail: deque[str] = deque(maxlen=50)
         for line in process.stderr:
             line = line.rstrip("\n")
             if line.startswith(RUN_FOLDER):
                 job.run, job.state = Run(Path(line[len(RUN_FOLDER):])), "running"
+            elif line.startswith(SWEEP_FOLDER):
+                job.sweep_folder = Path(line[len(SWEEP_FOLDER):])
             else:
                 tail.append(line)
         code = process.wait()
@@ -241,6 +254,9 @@ class JobManager:
             job.run, job.state = run, "running"
 
         try:
+            if job.sweep is not None:
+                self._sweep_here(job, attach)
+                return
             experiment = prepare(job.config, job.runs_dir)
             if job.stop_requested:
                 job.state, job.error = "done", STOPPED_EARLY
@@ -254,3 +270,18 @@ class JobManager:
             job.state, job.error = "error", f"{type(error).__name__}: {error}".splitlines()[0]
         finally:
             self._start_next()
+
+    @staticmethod
+    def _sweep_here(job: Job, attach) -> None:
+        from core.sweep import parse_depths, run_sweep
+
+        options = job.sweep
+        depths = parse_depths(options["depths"]) if options.get("depths") else None
+        presets = [p for p in (options.get("presets") or "").split(",") if p]
+
+        def started(folder: Path) -> None:
+            job.sweep_folder = folder
+
+        run_sweep(job.config, depths, presets, int(options.get("seeds", 1)), job.runs_dir, job.stop_event,
+                  on_start=started, on_run=attach)
+        job.state = "done"

@@ -93,30 +93,137 @@ def task_figure(events, task: str, x: str = "step", smoothing: float = 0.0) -> d
     return {"data": data, "layout": layout}
 
 
-def compare_figure(runs: dict[str, list], task: str, metric: str, x: str = "step",
-                   smoothing: float = 0.0) -> go.Figure:
-    """One line per run: ``metric`` is 'train_loss' or an evaluation metric (accuracy, macro_f1, loss)."""
-    fig = go.Figure()
-    for i, (name, events) in enumerate(runs.items()):
-        color = PALETTE[i % len(PALETTE)]
-        if metric == "train_loss":
-            steps, epochs, losses = step_losses(events, task)
-            xs, ys = thin(steps if x == "step" else epochs, smooth(losses, smoothing))
-            fig.add_trace(go.Scatter(x=xs, y=ys, name=name, mode="lines", line={"color": color}))
-        else:
-            ev = evaluations(events, task)
-            fig.add_trace(go.Scatter(x=ev[x], y=ev[metric], name=name, mode="lines+markers", line={"color": color}))
-    titles = {"train_loss": "training loss", "loss": "validation loss", "accuracy": "validation accuracy",
-              "macro_f1": "validation macro-F1"}
-    fig.update_layout(title=f"{task}: {titles.get(metric, metric)}", height=360, hovermode="x unified",
-                      margin={"l": 10, "r": 10, "t": 40, "b": 10}, xaxis_title=x,
-                      legend={"orientation": "h", "y": -0.2})
-    return fig
-
-
 def confusion_figure(labels: list[str], matrix: list[list[int]], title: str) -> go.Figure:
     fig = go.Figure(go.Heatmap(z=matrix, x=labels, y=labels, colorscale="Blues", text=matrix,
                                texttemplate="%{text}", hovertemplate="true %{y}<br>predicted %{x}<br>%{z}<extra></extra>"))
     fig.update_layout(title=title, xaxis_title="predicted", yaxis_title="true", height=360,
                       yaxis={"autorange": "reversed"}, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    return fig
+
+
+# ---- sweeps and comparisons -------------------------------------------------------------------------
+
+LEE_ET_AL = ("Lee, Tang & Lin (2019) found that tuning only the top quarter of the layers keeps about 90% of "
+             "full fine-tuning's quality.")
+
+
+def top_quarter_depth(n_layers: int) -> int:
+    """How many lower layers the top_quarter preset freezes (core.presets: all but the top quarter)."""
+    return n_layers - max(1, round(n_layers / 4))
+
+
+def sweep_figure(table: list[dict], task: str, n_layers: int, majority: float | None = None) -> go.Figure:
+    """Accuracy (mean over seeds, error bars: one standard deviation) against the number of frozen layers,
+    with the top-quarter point marked and the majority-class accuracy as the floor."""
+    rows = sorted((r for r in table if r.get("depth") is not None and task in r["tasks"]), key=lambda r: r["depth"])
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(
+        x=[r["depth"] for r in rows], y=[r["tasks"][task]["accuracy_mean"] for r in rows], mode="lines+markers",
+        name="accuracy (mean of seeds)", line={"color": PALETTE[0]},
+        error_y={"type": "data", "array": [r["tasks"][task]["accuracy_std"] for r in rows], "visible": True},
+        customdata=[r["tasks"][task]["n_seeds"] for r in rows],
+        hovertemplate="%{x} frozen layers<br>accuracy %{y:.3f}<br>%{customdata} seed(s)<extra></extra>"))
+    quarter = top_quarter_depth(n_layers)
+    fig.add_vline(x=quarter, line={"dash": "dash", "color": PALETTE[2]},
+                  annotation_text="top quarter trains", annotation_position="top")
+    if majority is not None:
+        fig.add_hline(y=majority, line={"dash": "dot", "color": "#888"}, annotation_text="majority class",
+                      annotation_position="bottom right")
+    fig.update_layout(title=f"{task}: accuracy against frozen layers", height=360, xaxis_title="frozen lower layers",
+                      yaxis_title="validation accuracy", margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      xaxis={"dtick": 1, "range": [-0.5, n_layers + 0.5]}, showlegend=False)
+    return fig
+
+
+def sweep_cost_figure(table: list[dict], n_layers: int) -> go.Figure:
+    """Training time (bars) and trainable share (line, right axis) against the number of frozen layers."""
+    rows = sorted((r for r in table if r.get("depth") is not None), key=lambda r: r["depth"])
+    depths = [r["depth"] for r in rows]
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=depths, y=[r["train_seconds_mean"] for r in rows], name="training time (s)",
+                         marker={"color": PALETTE[1]}, opacity=0.6))
+    fig.add_trace(go.Scatter(x=depths, y=[100 * r["trainable_fraction"] for r in rows], name="trainable %",
+                             mode="lines+markers", yaxis="y2", line={"color": PALETTE[3]}))
+    fig.update_layout(title="cost against frozen layers", height=360, xaxis_title="frozen lower layers",
+                      yaxis={"title": "training time (s)"}, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      yaxis2={"title": "trainable %", "overlaying": "y", "side": "right", "rangemode": "tozero"},
+                      xaxis={"dtick": 1, "range": [-0.5, n_layers + 0.5]}, legend={"orientation": "h", "y": -0.2})
+    return fig
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both counts (lower cost, higher accuracy), by cost."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], float("-inf")
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def pareto_figure(names: list[str], costs: list[float], accuracies: list[float], task: str,
+                  cost_title: str) -> go.Figure:
+    """Accuracy against cost, one point per run or group, with the Pareto front drawn."""
+    front = pareto_front(list(zip(costs, accuracies)))
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=costs, y=accuracies, mode="markers+text", text=names, textposition="top center",
+                             marker={"size": 10, "color": PALETTE[0]}, name="runs",
+                             hovertemplate="%{text}<br>%{x}<br>accuracy %{y:.3f}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=[costs[i] for i in front], y=[accuracies[i] for i in front], mode="lines",
+                             line={"color": PALETTE[1], "dash": "dash"}, name="Pareto front"))
+    fig.update_layout(title=f"{task}: accuracy against {cost_title}", height=360, xaxis_title=cost_title,
+                      yaxis_title="validation accuracy", margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      legend={"orientation": "h", "y": -0.2})
+    return fig
+
+
+def mean_band(series: list[tuple[list, list]]) -> tuple[list, list, list, list]:
+    """x, mean, low and high (one standard deviation) over several runs' (x, y) lines, at the x values
+    every run has (seeds of one setup evaluate at the same steps)."""
+    common = sorted(set.intersection(*(set(xs) for xs, _ in series))) if series else []
+    by_run = [dict(zip(xs, ys)) for xs, ys in series]
+    means, lows, highs = [], [], []
+    for x in common:
+        values = [run[x] for run in by_run]
+        mean = sum(values) / len(values)
+        spread = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+        means.append(mean)
+        lows.append(mean - spread)
+        highs.append(mean + spread)
+    return common, means, lows, highs
+
+
+def group_figure(groups: dict[str, list[list]], task: str, metric: str, x: str = "step", smoothing: float = 0.0,
+                 references: dict[str, float] | None = None) -> go.Figure:
+    """One line per group of runs (the mean; a band of one standard deviation where a group has several
+    seeds), and dotted reference lines (e.g. the majority class) on accuracy charts."""
+    fig = go.Figure()
+    for i, (name, runs) in enumerate(groups.items()):
+        color = PALETTE[i % len(PALETTE)]
+        series = []
+        for events in runs:
+            if metric == "train_loss":
+                steps, epochs, losses = step_losses(events, task)
+                series.append((steps if x == "step" else epochs, smooth(losses, smoothing)))
+            else:
+                ev = evaluations(events, task)
+                series.append((ev[x], ev[metric]))
+        xs, means, lows, highs = mean_band(series)
+        xs_shown, means_shown = thin(xs, means) if metric == "train_loss" else (xs, means)
+        label = f"{name} ({len(runs)} seeds)" if len(runs) > 1 else name
+        if len(runs) > 1:
+            fig.add_trace(go.Scatter(x=xs + xs[::-1], y=highs + lows[::-1], fill="toself", line={"width": 0},
+                                     fillcolor=color, opacity=0.2, hoverinfo="skip", showlegend=False))
+        mode = "lines" if metric == "train_loss" else "lines+markers"
+        fig.add_trace(go.Scatter(x=xs_shown, y=means_shown, name=label, mode=mode, line={"color": color}))
+    if metric in ("accuracy", "macro_f1"):
+        for name, value in (references or {}).items():
+            fig.add_hline(y=value, line={"dash": "dot", "color": "#888"}, annotation_text=name,
+                          annotation_position="bottom right")
+    titles = {"train_loss": "training loss", "loss": "validation loss", "accuracy": "validation accuracy",
+              "macro_f1": "validation macro-F1"}
+    fig.update_layout(title=f"{task}: {titles.get(metric, metric)}", height=360, hovermode="x unified",
+                      margin={"l": 10, "r": 10, "t": 40, "b": 10}, xaxis_title=x,
+                      legend={"orientation": "h", "y": -0.2})
     return fig

@@ -22,7 +22,7 @@ DEMO, OWN = "Built-in demo data", "My own data"
 DEFAULTS = {"backbone": "minilm", "pooling": "mean", "warm_start": "pretrained", "data_mode": DEMO,
             **{f"use:{t}": True for t in TASKS}, **{f"source_kind:{t}": "Upload a file" for t in TASKS},
             "epochs": 2, "batch_size": 32, "learning_rate": 5e-5, "head_learning_rate": 1e-3, "max_length": 64,
-            "seed": 0, "eval_every": 25, "cache_frozen_prefix": True}
+            "seed": 0, "eval_every": 25, "cache_frozen_prefix": True, "sweep_kind": "freeze depth", "sweep_seeds": 2}
 HELP = {name: TrainingConfig.model_fields[name].description for name in TrainingConfig.model_fields}
 
 

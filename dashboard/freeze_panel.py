@@ -75,18 +75,18 @@ def matching_preset(parts: list[str]) -> dict | None:
     return chosen if set(plan.frozen) == set(frozen_now(parts)) else None
 
 
-def freeze_section(labels: dict[str, list[str]]) -> tuple[list[str], dict | None]:
-    """Draw step 3; return the frozen parts and the matching preset (for the run's record)."""
+def freeze_section(labels: dict[str, list[str]]) -> tuple[list[str], dict | None, list[str]]:
+    """Draw step 3; return the frozen parts, the matching preset (for the run's record) and every part."""
     st.subheader("3. Freeze")
     tasks = list(labels)
     parts, counts, error = current_parts(labels)
     if error:
         st.error(f"This backbone cannot be used: {error}")
-        return [], None
+        return [], None, []
     if not parts:
         st.info("Reading the backbone's parts...")
         poll_counts()
-        return [], None
+        return [], None, []
     presets_row(parts, tasks)
     toggles_grid(parts)
     frozen = frozen_now(parts)
@@ -98,7 +98,7 @@ def freeze_section(labels: dict[str, list[str]]) -> tuple[list[str], dict | None
     if set(frozen) == set(parts):
         st.info("Everything is frozen: nothing can learn, so Train will only evaluate the current weights "
                 "(scenario 1). Start from a finished run to evaluate a trained model.")
-    return frozen, matching_preset(parts)
+    return frozen, matching_preset(parts), parts
 
 
 def readout_when_counted(labels: dict[str, list[str]], frozen: set[str]) -> None:

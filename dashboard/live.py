@@ -25,7 +25,7 @@ def refresh_seconds(device_label: str | None) -> float:
     return REFRESH_SECONDS["gpu" if on_gpu else "cpu"]
 
 
-def train_section(frozen: list[str], preset: dict | None) -> None:
+def train_section(frozen: list[str], preset: dict | None, parts: list[str]) -> None:
     """Train and Stop, the chart options, then the live view. Only the live view refreshes while a run
     is active: every element in it is redrawn by the browser each second, so it holds no more than the
     status, the queue, the progress and the charts (a button or an option changed reruns the page).
@@ -53,6 +53,8 @@ def train_section(frozen: list[str], preset: dict | None) -> None:
     if mine_waiting and c2.button("Cancel my queued run", key="cancel_queued", use_container_width=True):
         manager.stop(mine_waiting[0])
         st.rerun()
+    with c1.popover("Sweep", use_container_width=True, disabled=bool(mine_waiting) or not parts):
+        sweep_form(frozen, preset, parts)
     if message := st.session_state.pop("_train_error", None):
         st.error(message)
     if job is None:
@@ -70,14 +72,66 @@ def page_signature(job, mine_waiting: list) -> tuple:
     return id(job), bool(job and job.active), len(mine_waiting)
 
 
-def start_training(frozen: list[str], preset: dict | None) -> None:
+def start_training(frozen: list[str], preset: dict | None, sweep: dict | None = None) -> None:
+    """One run, or a sweep of the current setup (``python -m core sweep`` options), for this visitor."""
     try:
         config = current_config(frozen, preset)
-        if not access.is_teacher():
-            access.check_limits(access.limits(), config, train_counts())
-        resources.job_manager().start(config, owner=access.visitor_id())
-    except (ValueError, BusyError) as error:  # ConfigError is a ValueError
+    except ValueError as error:  # ConfigError is a ValueError
         st.session_state["_train_error"] = str(error)
+        return
+    start_training_config(config, sweep, train_counts())
+
+
+def start_training_config(config, sweep: dict | None = None, counts: dict[str, int] | None = None) -> None:
+    """Start (or queue) a config for this visitor, within the page's limits; a refusal goes to _train_error."""
+    try:
+        if not access.is_teacher():
+            access.check_limits(access.limits(), config, counts or {})
+        resources.job_manager().start(config, owner=access.visitor_id(), sweep=sweep)
+    except (ValueError, BusyError) as error:
+        st.session_state["_train_error"] = str(error)
+
+
+SWEEP_PRESETS = ["none", "top_quarter", "scenario2", "scenario1", "lower_k", "scenario3"]
+
+
+def sweep_form(frozen: list[str], preset: dict | None, parts: list[str]) -> None:
+    """The current setup at several freeze depths or presets, each with several seeds: one queue of runs."""
+    n_layers = sum(p.startswith("layer.") for p in parts)
+    st.markdown("Train the current setup once per freeze depth (or preset) and seed. Depth k freezes the "
+                "embeddings and the lower k layers.")
+    st.radio("Vary", ["freeze depth", "presets"], key="sweep_kind", horizontal=True)
+    if st.session_state.sweep_kind == "freeze depth":
+        st.session_state.setdefault("sweep_depths", list(range(n_layers + 1)))
+        st.session_state.sweep_depths = [d for d in st.session_state.sweep_depths if d <= n_layers]
+        st.multiselect("Depths (frozen lower layers)", list(range(n_layers + 1)), key="sweep_depths")
+    else:
+        st.session_state.setdefault("sweep_presets", ["none", "top_quarter", "scenario2"])
+        st.multiselect("Presets", SWEEP_PRESETS, key="sweep_presets",
+                       help="lower_k and scenario3 use the k and the head chosen under Freeze.")
+    st.number_input("Seeds per variant", 1, 10, key="sweep_seeds",
+                    help="Repeats with seeds seed, seed+1, ...: the spread between them says whether a "
+                         "difference is the setting or luck.")
+    request = sweep_request()
+    count = sweep_size(request)
+    if st.button(f"Start sweep ({count} runs)", key="sweep_start", disabled=count == 0, type="primary"):
+        start_training(frozen, preset, request)
+        if "_train_error" not in st.session_state:
+            st.rerun()
+
+
+def sweep_request() -> dict:
+    """The popover's choices as ``python -m core sweep`` options."""
+    s = st.session_state
+    if s.sweep_kind == "freeze depth":
+        return {"depths": ",".join(str(d) for d in sorted(s.sweep_depths)), "seeds": int(s.sweep_seeds)}
+    specs = {"lower_k": f"lower_k:{s.get('preset_k')}", "scenario3": f"scenario3:{s.get('preset_head')}"}
+    return {"presets": ",".join(specs.get(p, p) for p in s.sweep_presets), "seeds": int(s.sweep_seeds)}
+
+
+def sweep_size(request: dict) -> int:
+    variants = [v for v in (request.get("depths") or request.get("presets") or "").split(",") if v]
+    return len(variants) * request["seeds"]
 
 
 def live_view() -> None:
@@ -107,7 +161,33 @@ def queue_line(manager) -> None:
         st.caption(f"{len(waiting)} run(s) wait in the queue.")
 
 
+def sweep_line(job, where) -> None:
+    """Which member of a sweep is training: 'member i of n'."""
+    if job.sweep is None:
+        return
+    record = read_sweep(job.sweep_folder)
+    if record is None:
+        where.caption("Sweep: loading the backbone and the data, and computing the shared frozen prefix...")
+        return
+    members = record["members"]
+    started = sum(m["status"] != "not started" for m in members)
+    current = next((m for m in members if m["status"] == "running"), None)
+    what = f" ({current['variant']}, seed {current['seed']})" if current else ""
+    where.markdown(f"**Sweep {record['name']}**: member {max(started, 1)} of {len(members)}{what}. "
+                   "Stop ends the member that trains and the rest of the sweep; finished members are kept.")
+
+
+def read_sweep(folder) -> dict | None:
+    import json
+
+    try:
+        return json.loads((folder / "sweep.json").read_text(encoding="utf-8")) if folder else None
+    except (OSError, ValueError):
+        return None
+
+
 def status_line(job, where) -> None:
+    sweep_line(job, where)
     if job.state == "preparing":
         where.info("Loading the backbone and the data..." + (" (stopping)" if job.stop_requested else ""))
     elif job.state == "error":

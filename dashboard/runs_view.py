@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import time
 
 import streamlit as st
@@ -9,9 +11,18 @@ import streamlit as st
 from core.runs import RunError
 from dashboard import access, charts, resources
 
-KEYS = ["compare", "compare_metric", "compare_x", "compare_smoothing", "manage_run", "rename_to"]  # kept while closed
+KEYS = ["compare", "compare_metric", "compare_x", "compare_smoothing", "compare_pair_a", "compare_pair_b",
+        "compare_cost", "repeat_group", "repeat_seeds", "manage_run", "rename_to"]  # kept while closed
 METRICS = {"accuracy": "validation accuracy", "macro_f1": "macro-F1", "loss": "validation loss",
            "train_loss": "training loss"}
+
+
+def percent_text(fraction: float | None) -> str | None:
+    """A share as a percentage; a small share stays visible (0.012%, never 0 while something trains)."""
+    if fraction is None:
+        return None
+    percent = 100 * fraction
+    return f"{percent:.1f}%" if percent == 0 or percent >= 1 else f"{percent:.2g}%"
 
 
 def history_rows(runs) -> list[dict]:
@@ -19,11 +30,10 @@ def history_rows(runs) -> list[dict]:
     for run in runs:
         s = run.summary()
         params = s.get("params", {})
-        pct = 100 * params["trainable"] / params["total"] if params.get("total") else None
         frozen = s.get("frozen", [])
         row = {"run": run.id, "name": s.get("name", run.id), "status": s.get("status"),
                "frozen": s.get("preset") or (", ".join(frozen) if frozen else "nothing"),
-               "trainable %": round(pct, 1) if pct is not None else None}
+               "trainable %": percent_text(params["trainable"] / params["total"]) if params.get("total") else None}
         for task, m in s.get("tasks", {}).items():
             row[f"{task} acc"] = round(m["accuracy"], 3)
         row.update({"time (s)": s.get("wall_seconds"), "device": s.get("device"),
@@ -47,25 +57,178 @@ def compare_section() -> None:
     if len(chosen) < 2:
         st.caption("Pick at least two runs to overlay their curves.")
     if chosen:
-        compare_runs([by_id[r] for r in chosen])
+        compare_runs([by_id[r] for r in chosen], runs)
     manage_runs(by_id)
 
 
-def compare_runs(runs) -> None:
+def setup_key(run) -> str:
+    """What makes runs repeats of one setup: the same config but for the name and the seed, and the same
+    frozen parts (however the freeze section spelled them)."""
+    try:
+        config = run.config().to_dict()
+    except ValueError:
+        return run.id
+    config.pop("name", None)
+    config.pop("freeze", None)
+    config["training"].pop("seed", None)
+    return json.dumps([config, sorted(run.summary().get("frozen", []))], sort_keys=True)
+
+
+def group_runs(runs) -> dict[str, list]:
+    """Runs of the same setup (seeds of one sweep variant, or repeats) under one name, in the given order."""
+    groups: dict[str, list] = {}
+    for run in runs:
+        groups.setdefault(setup_key(run), []).append(run)
+    named = {}
+    for members in groups.values():
+        name = re.sub(r" seed \d+$", "", members[0].name) if len(members) > 1 else members[0].name
+        while name in named:
+            name += "'"
+        named[name] = members
+    return named
+
+
+def majority_references(runs) -> dict[str, float]:
+    """Per task, the accuracy of always guessing the validation set's most common class (from a confusion
+    matrix: no model needed), as 'majority class'."""
+    for run in runs:
+        tasks = run.summary().get("tasks", {})
+        if tasks:
+            return {task: max(map(sum, m["confusion"])) / max(1, sum(map(sum, m["confusion"])))
+                    for task, m in tasks.items() if m.get("confusion")}
+    return {}
+
+
+def compare_runs(runs, every_run) -> None:
+    groups = group_runs(runs)
     st.markdown("**What differs**")
     st.dataframe(difference_rows(runs), hide_index=True)
+    if len(groups) >= 2:
+        verdict_for(groups)
     c1, c2, c3 = st.columns(3)
     st.session_state.setdefault("compare_metric", "accuracy")
     st.session_state.setdefault("compare_smoothing", 0.0)
     c1.segmented_control("Metric", list(METRICS), key="compare_metric", format_func=METRICS.get)
     c2.radio("x axis", ["step", "epoch"], key="compare_x", horizontal=True)
     c3.slider("Smoothing", 0.0, 0.95, step=0.05, key="compare_smoothing")
-    events = {r.name: r.events() for r in runs}
-    tasks = sorted({t for ev in events.values() for t in charts.tasks_in(ev)})
+    events = {name: [r.events() for r in members] for name, members in groups.items()}
+    tasks = sorted({t for runs_events in events.values() for ev in runs_events for t in charts.tasks_in(ev)})
     metric = st.session_state.compare_metric or "accuracy"
+    references = majority_references(runs)
     for column, task in zip(st.columns(max(1, len(tasks))), tasks):
-        column.plotly_chart(charts.compare_figure(events, task, metric, st.session_state.compare_x,
-                                                  st.session_state.compare_smoothing), key=f"compare:{task}")
+        reference = {"majority class": references[task]} if task in references else {}
+        column.plotly_chart(charts.group_figure(events, task, metric, st.session_state.compare_x,
+                                                st.session_state.compare_smoothing, reference),
+                            key=f"compare:{task}")
+    cost_benefit(groups, tasks)
+    repeat_with_seeds(groups, every_run)
+
+
+def verdict_for(groups: dict[str, list]) -> None:
+    """Is the difference between two of the chosen setups real? (core.compare, for the pair picked here)."""
+    names = list(groups)
+    st.markdown("**Is this difference real?**")
+    if len(names) > 2:
+        c1, c2 = st.columns(2)
+        a = c1.selectbox("Setup A", names, key="compare_pair_a")
+        b = c2.selectbox("Setup B", names, index=1, key="compare_pair_b")
+    else:
+        a, b = names
+    if a != b:
+        verdict_lines(",".join(r.id for r in groups[a]), ",".join(r.id for r in groups[b]), a, b)
+
+
+def verdict_lines(a: str, b: str, name_a: str = "A", name_b: str = "B") -> None:
+    """Both questions in plain words, and a table with the figures; a pair that cannot be compared says why."""
+    from core.compare import compare
+
+    try:
+        result = compare(resources.run_store(), a, b)
+    except RunError as error:  # CompareError is one: different tasks or validation data, unfinished runs
+        st.caption(str(error).capitalize() + ".")
+        return
+    rows = []
+    for task, r in result["tasks"].items():
+        paired = r["paired"]
+        rows.append({"task": task, name_a: f"{r['a']:.3f}", name_b: f"{r['b']:.3f}",
+                     "difference": f"{r['difference']:+.3f}",
+                     "setting or seed?": r["verdict"] + (f" (p = {r['p_value']:.3g})" if r["p_value"] is not None else ""),
+                     "differ on this data?": (f"{paired['verdict']} (p = {paired['p_value']:.3g})"
+                                              if paired.get("p_value") is not None else "-")})
+    st.dataframe(rows, hide_index=True)
+    one_each = len(result["a"]["runs"]) == len(result["b"]["runs"]) == 1
+    if one_each:
+        st.caption("With one run a side two questions are asked. *Do these two models differ on this data?* "
+                   "McNemar's exact test on the same validation examples. *Is that the setting or the luck of the "
+                   "seed?* Only repeats can tell: use *Repeat with more seeds* below.")
+    else:
+        st.caption("Setting or seed: Welch's t-test on the per-seed accuracies. 'real' means p < 0.05: chance "
+                   "alone would rarely give a difference this large.")
+
+
+def cost_benefit(groups: dict[str, list], tasks: list[str]) -> None:
+    """Accuracy against training time or trainable share, one point per setup, with the Pareto front."""
+    cost = st.radio("Cost", ["training time (s)", "trainable %"], key="compare_cost", horizontal=True)
+    points = {}
+    for name, members in groups.items():
+        summaries = [r.summary() for r in members if r.summary().get("tasks")]
+        if summaries:
+            points[name] = summaries
+    if not points:
+        return
+    for column, task in zip(st.columns(max(1, len(tasks))), tasks):
+        names = [n for n, ss in points.items() if all(task in s["tasks"] for s in ss)]
+        if not names:
+            continue
+        accuracy = [sum(s["tasks"][task]["accuracy"] for s in points[n]) / len(points[n]) for n in names]
+        if cost == "trainable %":
+            costs = [100 * points[n][0]["params"]["trainable"] / points[n][0]["params"]["total"] for n in names]
+        else:
+            costs = [sum(s.get("train_seconds", 0.0) for s in points[n]) / len(points[n]) for n in names]
+        column.plotly_chart(charts.pareto_figure(names, costs, accuracy, task, cost), key=f"pareto:{task}")
+
+
+def repeat_with_seeds(groups: dict[str, list], every_run) -> None:
+    """One click queues the same setup again with seeds that no run of it has used (a sweep of one variant)."""
+    from dashboard.live import start_training_config
+
+    with st.expander("Repeat with more seeds"):
+        st.caption("Seeds change the heads' start, the batch order and dropout, not the data: the spread "
+                   "between repeats shows how much of a difference is luck.")
+        name = st.selectbox("Setup", list(groups), key="repeat_group")
+        extra = st.number_input("New seeds", 1, 10, 2, key="repeat_seeds")
+        if st.button("Queue the repeats", key="repeat_start"):
+            key = setup_key(groups[name][0])
+            config, request = repeat_request([r for r in every_run if setup_key(r) == key], int(extra))
+            start_training_config(config, request)
+            if message := st.session_state.pop("_train_error", None):
+                st.error(message)
+            else:
+                st.success(f"Queued {extra} more run(s) of {name}; they train on the Train tab's live view.")
+
+
+def repeat_request(members: list, extra: int):
+    """The base config (seeds after the largest any of ``members`` used, the same data) and the sweep options
+    for ``extra`` repeats."""
+    from core.config import parse_config
+
+    first = members[0]
+    data = first.config().to_dict()
+    seeds = [r.config().training.seed for r in members]
+    training = data["training"]
+    training["data_seed"] = training.get("data_seed") if training.get("data_seed") is not None else training["seed"]
+    training["seed"] = max(seeds) + 1
+    data["name"] = re.sub(r" seed \d+$", "", first.name)[:60]
+    return parse_config(data), {"presets": freeze_spec(first), "seeds": extra}
+
+
+def freeze_spec(run) -> str:
+    """The run's freeze section as a sweep variant: its preset, or its frozen parts."""
+    freeze, frozen = run.config().freeze, run.summary().get("frozen", [])
+    if freeze.preset and not freeze.parts:
+        return {"lower_k": f"lower_k:{freeze.k}", "scenario3": f"scenario3:{freeze.head}"}.get(freeze.preset,
+                                                                                              freeze.preset)
+    return "parts:" + "+".join(frozen) if frozen else "none"
 
 
 def difference_rows(runs) -> list[dict]:

@@ -205,3 +205,26 @@ def test_the_device_label_is_remembered_until_what_decides_the_device_changes(tm
     blocker.write_text("not a folder")
     monkeypatch.setenv("FREEZE_LAB_CACHE_DIR", str(blocker / "cache"))
     assert child.device_label() == "cpu (2 threads)" and len(calls) == 3  # an unusable cache is not an error
+
+
+def test_the_page_runs_a_sweep_as_one_child_and_follows_each_member(small_config, tiny_bert, tmp_path):
+    """A sweep from the page is one ``python -m core sweep`` child: the job learns the sweep folder, then each
+    member's run folder as it starts (its live view follows it), and every member records who started it."""
+    manager = JobManager(tmp_path / "runs")
+    job = manager.start(small_config(tiny_bert, name="page sweep"), owner="visitor-a",
+                        sweep={"depths": "1,3", "seeds": 1})
+    seen = set()
+    deadline = time.time() + 240
+    while job.active and time.time() < deadline:
+        if job.run is not None:
+            seen.add(job.run.id)
+        time.sleep(0.05)
+    assert job.wait(60) and job.state == "done" and not job.error
+    record = json.loads((job.sweep_folder / "sweep.json").read_text(encoding="utf-8"))
+    assert [(m["variant"], m["status"]) for m in record["members"]] == [("depth 1", "finished"),
+                                                                         ("depth 3", "finished")]
+    member_ids = [m["run_id"] for m in record["members"]]
+    assert job.run.id == member_ids[-1] and set(member_ids) >= seen and len(seen) >= 1
+    for run_id in member_ids:
+        summary = json.loads((tmp_path / "runs" / run_id / "summary.json").read_text(encoding="utf-8"))
+        assert summary["owner"] == "visitor-a" and summary["sweep"] == record["sweep_id"]
