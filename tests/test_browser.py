@@ -173,3 +173,46 @@ def test_a_served_page_hides_local_paths_and_only_the_starter_or_the_teacher_sto
     (run,) = list((tmp_path / "runs").iterdir())
     summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
     assert summary["status"] == "stopped" and summary["owner"]
+
+
+def test_a_two_member_sweep_runs_end_to_end_in_a_real_browser(tmp_path, tiny_bert):
+    """Sweep: two presets with one seed each, followed live as 'member i of 2', then drawn in the Sweeps tab."""
+    env = {"FREEZE_LAB_RUNS_DIR": str(tmp_path / "runs"), "FREEZE_LAB_ALLOWED_DIRS": tiny_bert,
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    with streamlit_server(env) as (url, _), browser_page() as page:
+        page.goto(url)
+        backbone = page.get_by_label("Pretrained encoder", exact=True).and_(page.locator("input"))
+        backbone.wait_for(timeout=60_000)
+        backbone.fill(tiny_bert)
+        backbone.press("Enter")
+        page.get_by_text("1,003,671").first.wait_for(timeout=60_000)
+        epochs = page.get_by_label("Epochs", exact=True).and_(page.locator("input"))
+        epochs.fill("1")
+        epochs.press("Enter")
+        page.wait_for_timeout(500)
+        page.get_by_role("button", name="Sweep", exact=True).click()
+        page.get_by_text("presets", exact=True).click()
+        presets = page.get_by_label("Presets", exact=True)
+        presets.wait_for(timeout=30_000)
+        presets.click()
+        presets.press("Backspace")  # none, top_quarter, scenario2 -> none, top_quarter
+        page.keyboard.press("Escape")
+        seeds = page.get_by_label("Seeds per variant", exact=True)
+        seeds.fill("1")
+        seeds.press("Enter")
+        start = page.get_by_role("button", name="Start sweep (2 runs)", exact=True)
+        start.wait_for(timeout=30_000)
+        start.click()
+        page.get_by_text("member 1 of 2").first.wait_for(timeout=120_000)
+        page.get_by_text("member 2 of 2").first.wait_for(timeout=240_000)
+        page.screenshot(path=str(ARTIFACTS / "browser-sweep-running.png"), full_page=True)
+        page.get_by_role("button", name="Train", exact=True).and_(page.locator(":not([disabled])")).wait_for(
+            timeout=240_000)
+        page.get_by_role("tab", name="Sweeps").click()
+        page.get_by_text("Is this difference real?").first.wait_for(timeout=240_000)
+        page.screenshot(path=str(ARTIFACTS / "browser-sweep-view.png"), full_page=True)
+    (sweep,) = list((tmp_path / "runs" / "sweeps").iterdir())
+    record = json.loads((sweep / "sweep.json").read_text(encoding="utf-8"))
+    assert [(m["variant"], m["status"]) for m in record["members"]] == [("none", "finished"),
+                                                                         ("top_quarter", "finished")]
+    assert [row["variant"] for row in record["table"]] == ["none", "top_quarter"]
