@@ -621,8 +621,8 @@ def test_two_first_loads_at_once_in_a_fresh_process(tiny_bert):
 
 def test_a_run_in_another_process_holds_the_device(quick, tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, sys, time\nf = open(sys.argv[1], 'a+')\n"
-         "fcntl.flock(f, fcntl.LOCK_EX)\nprint('locked', flush=True)\ntime.sleep(60)\n", str(lock_path("cpu"))],
+        [sys.executable, "-c", "import sys, time\nfrom filelock import FileLock\nlock = FileLock(sys.argv[1])\n"
+         "lock.acquire()\nprint('locked', flush=True)\ntime.sleep(60)\n", str(lock_path("cpu"))],
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
