@@ -52,15 +52,13 @@ def atomic_write_json(path: Path, data: dict) -> None:
 
 
 def pid_alive(pid: int | None, host: str | None = None) -> bool:
+    """Whether process ``pid`` runs on this host. psutil, because ``os.kill(pid, 0)`` on Windows
+    is no probe: it sends a console Ctrl-C event."""
+    import psutil
+
     if not pid or (host and host != socket.gethostname()):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return psutil.pid_exists(pid)
 
 
 class Run:
