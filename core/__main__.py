@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 from contextlib import contextmanager
+from pathlib import Path
 
 from core.backbones import BackboneError
 from core.child import RUN_FOLDER
@@ -45,6 +46,9 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--config", required=True, help="YAML or JSON experiment config ('-': read it from stdin)")
     train.add_argument("--runs-dir", default="runs", help="where runs are stored (default: runs)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--stop-file", type=Path, metavar="PATH",
+                       help="if this file appears while the model loads, stop before any run exists "
+                            "(once the run exists, a 'stop' file in its folder stops it after the current step)")
     train.set_defaults(command=cmd_train)
     describe = sub.add_parser("describe", help="list a backbone's parts and parameter counts")
     describe.add_argument("--backbone", default="minilm")
@@ -70,7 +74,7 @@ def cmd_train(args) -> int:
     stop = threading.Event()
     with stop_on_signals(stop):
         experiment = prepare(config, args.runs_dir)
-        if stop.is_set():
+        if stop.is_set() or (args.stop_file is not None and args.stop_file.exists()):
             print("stopped before training began", file=sys.stderr)
             return 1
         print(f"backbone {config.backbone}: {experiment.params['trainable']:,} of {experiment.params['total']:,} "
@@ -89,7 +93,8 @@ def cmd_train(args) -> int:
 
 
 def announce(run) -> None:
-    """The run exists: record that SIGTERM stops it cleanly (so a restarted page may send it), and say where."""
+    """The run exists: record that SIGTERM stops it cleanly (so a restarted page may send it on POSIX),
+    and say where."""
     run.update_summary(stop_by_signal=True)
     print(f"{RUN_FOLDER}{run.path}", file=sys.stderr, flush=True)
 
@@ -97,7 +102,7 @@ def announce(run) -> None:
 @contextmanager
 def stop_on_signals(stop: threading.Event):
     """Ctrl-C or SIGTERM asks the run to stop after its current step (status "stopped", weights kept);
-    a second one aborts at once. This is also how the page's Stop reaches a trainer in a child process."""
+    a second one aborts at once. On POSIX the page's Stop sends SIGTERM along with its stop file."""
     def ask_to_stop(signum, frame):
         if stop.is_set():
             raise KeyboardInterrupt

@@ -4,6 +4,9 @@
 events happen), ``summary.json`` (rewritten atomically), and the weights
 (``backbone/`` and ``heads.safetensors``). The page, the CLI and comparisons
 all read runs back through this module, live or finished alike.
+
+While a run trains, a ``stop`` file appearing in its folder asks its trainer to stop
+after the current step: a request any process can make on any OS, with no signal.
 """
 
 from __future__ import annotations
@@ -51,6 +54,11 @@ def atomic_write_json(path: Path, data: dict) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False))
 
 
+def request_stop_at(path: Path) -> None:
+    """Write a stop request file (atomically, so a reader never sees half of one)."""
+    atomic_write_text(path, f"stop requested at {time.strftime('%Y-%m-%d %H:%M:%S')} by process {os.getpid()}\n")
+
+
 def pid_alive(pid: int | None, host: str | None = None) -> bool:
     """Whether process ``pid`` runs on this host. psutil, because ``os.kill(pid, 0)`` on Windows
     is no probe: it sends a console Ctrl-C event."""
@@ -73,6 +81,18 @@ class Run:
     summary_path = property(lambda self: self.path / "summary.json")
     backbone_dir = property(lambda self: self.path / "backbone")
     heads_path = property(lambda self: self.path / "heads.safetensors")
+    stop_path = property(lambda self: self.path / "stop")
+
+    def request_stop(self) -> None:
+        """Ask the run's trainer to stop after its current step; asking twice is asking once."""
+        request_stop_at(self.stop_path)
+
+    def stop_requested(self) -> bool:
+        return self.stop_path.exists()
+
+    def clear_stop_request(self) -> None:
+        """The run has ended: a finished record keeps no stale request."""
+        self.stop_path.unlink(missing_ok=True)
 
     def summary(self) -> dict:
         try:
@@ -129,7 +149,7 @@ class RunStore:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             probe = self.root / f".write-test-{os.getpid()}-{threading.get_ident()}"  # two threads, two probes
-            probe.write_text("ok")
+            probe.write_text("ok", encoding="utf-8")
             probe.unlink()
         except OSError as error:
             raise RunError(f"cannot write to the runs folder {self.root}: {error.strerror or error}") from None
