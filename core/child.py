@@ -82,8 +82,14 @@ def stop_children() -> None:
 
 
 def cache_dir() -> Path:
-    """Where probe results (parameter counts, the device) are remembered between servers."""
-    return Path(os.environ.get("FREEZE_LAB_CACHE_DIR", Path.home() / ".cache" / "freeze-lab")).expanduser()
+    """Where probe results (parameter counts, the device) are remembered between servers: the OS's
+    cache folder (~/.cache/freeze-lab on Linux, ~/Library/Caches/freeze-lab on macOS,
+    %LOCALAPPDATA%\\freeze-lab\\Cache on Windows)."""
+    if os.environ.get("FREEZE_LAB_CACHE_DIR"):
+        return Path(os.environ["FREEZE_LAB_CACHE_DIR"]).expanduser()
+    import platformdirs
+
+    return platformdirs.user_cache_path("freeze-lab", appauthor=False)
 
 
 def machine_fingerprint() -> str:
