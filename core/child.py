@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import platform
-import shutil
 import socket
 import subprocess
 import sys
@@ -34,7 +33,25 @@ def child_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT), env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"  # lines reach the parent as they are printed
+    env["PYTHONIOENCODING"] = "utf-8"  # the pipes' encoding on every OS (Windows would use its code page)
     return env
+
+
+def lower_priority(pid: int) -> None:
+    """Let the page and training come before a helper child: Linux's idle scheduling class where
+    the OS has it (what ``chrt --idle`` sets), else psutil's lowest priority (Windows' idle class,
+    ``nice 19`` elsewhere); without either the child still runs, at normal priority."""
+    try:
+        os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
+        return
+    except (AttributeError, OSError):  # not Linux, or not allowed
+        pass
+    import psutil
+
+    try:
+        psutil.Process(pid).nice(psutil.IDLE_PRIORITY_CLASS if os.name == "nt" else 19)
+    except (psutil.Error, OSError):
+        pass
 
 
 def one_line_error(stderr: str, code: int) -> str:
@@ -53,10 +70,9 @@ _running_lock = threading.Lock()
 def run_core(*args: str, timeout: float = 600) -> str:
     """Run a short CLI command at low priority (the page that asked comes first); its standard
     output, or ValueError with its one-line message."""
-    low_priority = ["chrt", "--idle", "0"] if shutil.which("chrt") else ["nice", "-n", "19"] if shutil.which(
-        "nice") else []
-    process = subprocess.Popen([*low_priority, *core_command(*args)], stdin=subprocess.DEVNULL,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+    process = subprocess.Popen(core_command(*args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, encoding="utf-8", errors="replace", env=child_env())
+    lower_priority(process.pid)
     with _running_lock:
         _running.add(process)
     try:
