@@ -266,3 +266,20 @@ def test_every_text_file_and_pipe_in_core_and_dashboard_names_its_encoding():
     found = [hit for path in files for hit in unnamed_encodings(path.read_text(encoding="utf-8"),
                                                                  str(path.relative_to(ROOT)))]
     assert found == []
+
+
+# ---- paths typed on the page --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, is_path", [
+    ("C:\\Users\\ana\\models\\bert", True), ("D:/models/bert", True), ("\\\\server\\share\\bert", True),
+    ("/home/ana/bert", True), (".\\models\\bert", True), ("~/bert", True),
+    ("sentence-transformers/all-MiniLM-L6-v2", False), ("minilm", False),
+])
+def test_windows_paths_are_paths_and_hub_ids_are_not(name, is_path, monkeypatch):
+    """So a typed C:\\ path gets the page's allowed-folder check like a typed /path does."""
+    import pathlib
+
+    import core.backbones
+
+    monkeypatch.setattr(core.backbones, "PurePath", pathlib.PureWindowsPath)
+    assert core.backbones.typed_as_path(name) is is_path
