@@ -26,6 +26,9 @@ from core.config import ExperimentConfig, dump_config, load_config
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
 ACTIVE = "running"
 MIN_FREE_MB = 200
+# On Windows a rename onto a file fails while another process has it open (the page reading a
+# summary): such a rename is tried again for about a second. Elsewhere it never waits.
+REPLACE_TRIES = 20 if os.name == "nt" else 1
 
 
 class RunError(ValueError):
@@ -44,10 +47,22 @@ def atomic_write_text(path: Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        replace_file(tmp, path)
     except BaseException:  # the old file stays whole; no stray temporary is left behind
         tmp.unlink(missing_ok=True)
         raise
+
+
+def replace_file(tmp: Path, path: Path) -> None:
+    """os.replace, tried again while Windows says the target is in use (see REPLACE_TRIES)."""
+    for attempt in range(1, REPLACE_TRIES + 1):
+        try:
+            os.replace(tmp, path)
+            return
+        except PermissionError:
+            if attempt == REPLACE_TRIES:
+                raise
+            time.sleep(0.05)
 
 
 def atomic_write_json(path: Path, data: dict) -> None:

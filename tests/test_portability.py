@@ -283,3 +283,44 @@ def test_windows_paths_are_paths_and_hub_ids_are_not(name, is_path, monkeypatch)
 
     monkeypatch.setattr(core.backbones, "PurePath", pathlib.PureWindowsPath)
     assert core.backbones.typed_as_path(name) is is_path
+
+
+# ---- renames while a reader has the file open (Windows) ------------------------------------------------
+
+def flaky_replace(monkeypatch, failures: int) -> list:
+    """os.replace refused ``failures`` times, as Windows does while another process reads the target."""
+    real, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) <= failures:
+            raise PermissionError(13, "The process cannot access the file because it is being used by another process")
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    return calls
+
+
+def test_a_summary_rewrite_waits_for_a_reader_on_windows(tmp_path, monkeypatch):
+    import core.runs
+
+    path = tmp_path / "summary.json"
+    path.write_text('{"status": "running"}', encoding="utf-8")
+    monkeypatch.setattr(core.runs, "REPLACE_TRIES", 20)  # the Windows setting
+    calls = flaky_replace(monkeypatch, failures=2)
+    core.runs.atomic_write_json(path, {"status": "stopped"})
+    assert len(calls) == 3 and json.loads(path.read_text(encoding="utf-8")) == {"status": "stopped"}
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_elsewhere_a_refused_rename_fails_at_once_and_keeps_the_old_file(tmp_path, monkeypatch):
+    import core.runs
+
+    path = tmp_path / "summary.json"
+    path.write_text('{"status": "running"}', encoding="utf-8")
+    monkeypatch.setattr(core.runs, "REPLACE_TRIES", 1)
+    calls = flaky_replace(monkeypatch, failures=1)
+    with pytest.raises(PermissionError):
+        core.runs.atomic_write_json(path, {"status": "stopped"})
+    assert len(calls) == 1 and json.loads(path.read_text(encoding="utf-8")) == {"status": "running"}
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
