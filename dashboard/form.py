@@ -13,7 +13,6 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.backbones import typed_as_path
 from core.config import ConfigError, TrainingConfig, parse_config
 from dashboard import resources
 from dashboard.settings import TASKS, check_local_path, uploads_dir
@@ -61,7 +60,7 @@ def selected_backbone() -> str:
     if st.session_state.get("warm_start", "pretrained") != "pretrained":
         return str(resources.run_store().get(st.session_state.warm_start).backbone_dir)
     backbone = st.session_state.backbone.strip() or "minilm"
-    return str(check_local_path(backbone)) if typed_as_path(backbone) else backbone
+    return str(check_local_path(backbone)) if backbone.startswith((".", "/", "~")) else backbone
 
 
 # ---- data -------------------------------------------------------------------------------------
