@@ -6,7 +6,9 @@ events happen), ``summary.json`` (rewritten atomically), and the weights
 all read runs back through this module, live or finished alike.
 
 While a run trains, a ``stop`` file appearing in its folder asks its trainer to stop
-after the current step: a request any process can make on any OS, with no signal.
+after the current step: a request any process can make on any OS, with no signal. The
+trainer deletes it when the run ends; one written later is harmless, as only that run's
+trainer reads it.
 """
 
 from __future__ import annotations
