@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 from contextlib import contextmanager
+from pathlib import Path
 
 from core.backbones import BackboneError
 from core.child import RUN_FOLDER, SWEEP_FOLDER
@@ -46,6 +47,9 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--runs-dir", default="runs", help="where runs are stored (default: runs)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--owner", help="who started the run, kept in its summary (the page passes its visitor's id)")
+    train.add_argument("--stop-file", type=Path, metavar="PATH",
+                       help="if this file appears while the model loads, stop before any run exists "
+                            "(once the run exists, a 'stop' file in its folder stops it after the current step)")
     train.set_defaults(command=cmd_train)
     sweep = sub.add_parser("sweep", help="train one config at several freeze depths or presets, and seeds")
     sweep.add_argument("--config", required=True, help="the base YAML or JSON config ('-': stdin)")
@@ -56,6 +60,8 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_argument("--seeds", type=positive, default=1, help="seeds per variant: base seed, +1, ... (default 1)")
     sweep.add_argument("--runs-dir", default="runs", help="where runs are stored (default: runs)")
     sweep.add_argument("--owner", help="who started the sweep, kept in its members' summaries")
+    sweep.add_argument("--stop-file", type=Path, metavar="PATH",
+                       help="if this file appears, stop after the current member (or before the first one)")
     sweep.set_defaults(command=cmd_sweep)
     compare = sub.add_parser("compare", help="is the accuracy difference between two runs or variants real?")
     compare.add_argument("a", help="a run id, SWEEP:VARIANT, or comma-separated run ids")
@@ -87,7 +93,7 @@ def cmd_train(args) -> int:
     stop = threading.Event()
     with stop_on_signals(stop):
         experiment = prepare(config, args.runs_dir)
-        if stop.is_set():
+        if stop.is_set() or (args.stop_file is not None and args.stop_file.exists()):
             print("stopped before training began", file=sys.stderr)
             return 1
         print(f"backbone {config.backbone}: {experiment.params['trainable']:,} of {experiment.params['total']:,} "
@@ -126,10 +132,21 @@ def cmd_sweep(args) -> int:
     RunStore(args.runs_dir).check_writable()
     stop = threading.Event()
     folder = {}
+    def stop_if_asked(*_) -> None:  # the page's Stop on every OS: a file, looked at between members
+        if args.stop_file is not None and args.stop_file.exists():
+            stop.set()
+
+    def member_done(member: dict, summary: dict) -> None:
+        print_member(member, summary)
+        stop_if_asked()
+
+    def started(path) -> None:
+        announce_sweep(folder, path)
+        stop_if_asked()
+
     with stop_on_signals(stop):
-        record = run_sweep(config, depths, presets, args.seeds, args.runs_dir, stop, on_member=print_member,
-                           on_start=lambda path: announce_sweep(folder, path),
-                           on_run=lambda run: announce(run, args.owner))
+        record = run_sweep(config, depths, presets, args.seeds, args.runs_dir, stop, on_member=member_done,
+                           on_start=started, on_run=lambda run: announce(run, args.owner))
     print_table(record)
     print(f"{SWEEP_FOLDER}{folder['path']}")
     return 0 if record["status"] == "finished" else 1
@@ -182,7 +199,7 @@ def cmd_compare(args) -> int:
 
 def announce(run, owner: str | None = None) -> None:
     """The run exists: record who started it and that SIGTERM stops it cleanly (so a restarted page may send
-    it), and say where."""
+    it on POSIX), and say where."""
     run.update_summary(stop_by_signal=True, **({"owner": owner} if owner else {}))
     print(f"{RUN_FOLDER}{run.path}", file=sys.stderr, flush=True)
 
@@ -190,7 +207,7 @@ def announce(run, owner: str | None = None) -> None:
 @contextmanager
 def stop_on_signals(stop: threading.Event):
     """Ctrl-C or SIGTERM asks the run to stop after its current step (status "stopped", weights kept);
-    a second one aborts at once. This is also how the page's Stop reaches a trainer in a child process."""
+    a second one aborts at once. On POSIX the page's Stop sends SIGTERM along with its stop file."""
     def ask_to_stop(signum, frame):
         if stop.is_set():
             raise KeyboardInterrupt

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # torch loads only when a model does, so the page starts fast
@@ -66,8 +66,14 @@ def resolve_source(name: str) -> str:
     return os.path.expanduser(name)
 
 
+def typed_as_path(name: str) -> bool:
+    """Whether a typed name is meant as a path: it starts with '.', '~' or a root ('/', and on Windows
+    'C:\\' or '\\\\server\\share'). A hub id ('org/name') has none of them."""
+    return name.startswith((".", "~")) or bool(PurePath(name).anchor)
+
+
 def looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or os.sep in name and Path(os.path.expanduser(name)).exists()
+    return typed_as_path(name) or os.sep in name and Path(os.path.expanduser(name)).exists()
 
 
 def load_backbone_config(name: str):

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import platform
-import shutil
 import socket
 import subprocess
 import sys
@@ -35,7 +34,25 @@ def child_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT), env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"  # lines reach the parent as they are printed
+    env["PYTHONIOENCODING"] = "utf-8"  # the pipes' encoding on every OS (Windows would use its code page)
     return env
+
+
+def lower_priority(pid: int) -> None:
+    """Let the page and training come before a helper child: Linux's idle scheduling class where
+    the OS has it (what ``chrt --idle`` sets), else psutil's lowest priority (Windows' idle class,
+    ``nice 19`` elsewhere); without either the child still runs, at normal priority."""
+    try:
+        os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
+        return
+    except (AttributeError, OSError):  # not Linux, or not allowed
+        pass
+    import psutil
+
+    try:
+        psutil.Process(pid).nice(psutil.IDLE_PRIORITY_CLASS if os.name == "nt" else 19)
+    except (psutil.Error, OSError):
+        pass
 
 
 def one_line_error(stderr: str, code: int) -> str:
@@ -54,10 +71,9 @@ _running_lock = threading.Lock()
 def run_core(*args: str, timeout: float = 600) -> str:
     """Run a short CLI command at low priority (the page that asked comes first); its standard
     output, or ValueError with its one-line message."""
-    low_priority = ["chrt", "--idle", "0"] if shutil.which("chrt") else ["nice", "-n", "19"] if shutil.which(
-        "nice") else []
-    process = subprocess.Popen([*low_priority, *core_command(*args)], stdin=subprocess.DEVNULL,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+    process = subprocess.Popen(core_command(*args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, encoding="utf-8", errors="replace", env=child_env())
+    lower_priority(process.pid)
     with _running_lock:
         _running.add(process)
     try:
@@ -83,8 +99,14 @@ def stop_children() -> None:
 
 
 def cache_dir() -> Path:
-    """Where probe results (parameter counts, the device) are remembered between servers."""
-    return Path(os.environ.get("FREEZE_LAB_CACHE_DIR", Path.home() / ".cache" / "freeze-lab")).expanduser()
+    """Where probe results (parameter counts, the device) are remembered between servers: the OS's
+    cache folder (~/.cache/freeze-lab on Linux, ~/Library/Caches/freeze-lab on macOS,
+    %LOCALAPPDATA%\\freeze-lab\\Cache on Windows)."""
+    if os.environ.get("FREEZE_LAB_CACHE_DIR"):
+        return Path(os.environ["FREEZE_LAB_CACHE_DIR"]).expanduser()
+    import platformdirs
+
+    return platformdirs.user_cache_path("freeze-lab", appauthor=False)
 
 
 def machine_fingerprint() -> str:

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.backbones import typed_as_path
+
 DEMO_CSV = Path(__file__).parent / "demo_data" / "demo.csv"
 FORMATS = {".csv": ("csv", ","), ".tsv": ("csv", "\t"), ".tab": ("csv", "\t"), ".json": ("json", None),
            ".jsonl": ("json", None), ".parquet": ("parquet", None)}
@@ -108,7 +110,7 @@ def load_task(name: str, task, seed: int = 0) -> TaskData:
 
 def is_hub_name(source: str) -> bool:
     path = Path(source).expanduser()
-    return not path.exists() and path.suffix.lower() not in FORMATS and not source.startswith((".", "/", "~"))
+    return not path.exists() and path.suffix.lower() not in FORMATS and not typed_as_path(source)
 
 
 def read_table(source: str, task, split: str) -> Table:

@@ -4,8 +4,10 @@ A job is ``python -m core train`` in a child process. The page's server shares
 one GIL between its reruns, widgets and websocket; a trainer thread inside it ran
 at a sixth of the CLI's speed. In its own process the trainer runs at full speed,
 and the page reads the run folder the child writes (the same record a reload, a
-restart or a comparison reads). Stop is SIGTERM, which the CLI turns into a stop
-after the current step.
+restart or a comparison reads). Stop writes a stop request the trainer checks once per
+step, on every OS: the run folder's ``stop`` file, or, while the child still loads and no
+run folder exists, the file it was given with ``--stop-file``. On POSIX it also sends
+SIGTERM, which the CLI turns into the same stop; never on Windows, where it kills at once.
 
 One JobManager per server (the page keeps it with ``st.cache_resource``), so a
 reloaded page or a second tab finds the live job again; after a server restart it
@@ -27,6 +29,7 @@ import subprocess
 import threading
 import time
 import traceback
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,12 +37,13 @@ from pathlib import Path
 from core.child import RUN_FOLDER, SWEEP_FOLDER, child_env, core_command, one_line_error
 from core.config import ExperimentConfig, dump_config
 from core.locks import BusyError
-from core.runs import ACTIVE, Run, RunError, RunStore, pid_alive
+from core.runs import ACTIVE, Run, RunError, RunStore, pid_alive, request_stop_at
 
 POLL_SECONDS = 0.5
 STOPPED_EARLY = "stopped before training began"
 CANCELLED = "cancelled while it waited in the queue"
 MAX_WAITING = 20
+SIGTERM_STOPS = os.name == "posix"  # on Windows os.kill(pid, SIGTERM) ends the trainer at once, without its weights
 
 
 @dataclass
@@ -56,6 +60,7 @@ class Job:
     stop_event: threading.Event = field(default_factory=threading.Event)
     pid: int | None = None  # the trainer's process; None when it trains in this process
     watcher: threading.Thread | None = None
+    stop_file: Path | None = None  # the child's --stop-file, for a stop before its run folder exists
 
     @property
     def active(self) -> bool:
@@ -67,8 +72,14 @@ class Job:
 
     def stop(self) -> None:
         """Ask the trainer to stop after its current step."""
-        self.stop_event.set()
-        if self.pid is not None and self.active and pid_alive(self.pid):
+        self.stop_event.set()  # set before reading self.run: _follow_child sets run, then reads this
+        if not self.active:
+            return
+        if self.run is not None:
+            self.run.request_stop()
+        elif self.stop_file is not None:
+            request_stop_at(self.stop_file)
+        if SIGTERM_STOPS and self.pid is not None and pid_alive(self.pid):
             os.kill(self.pid, signal.SIGTERM)
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -190,11 +201,12 @@ class JobManager:
 
     # -- a child process -----------------------------------------------------------------------
     def _in_child(self, job: Job) -> threading.Thread:
+        job.stop_file = self.runs_dir / f".stop-{uuid.uuid4().hex}"
         process = subprocess.Popen(
             core_command(*self._command(job), "--config", "-", "--runs-dir", str(self.runs_dir),
-                         *(["--owner", job.owner] if job.owner else [])),
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            env=child_env())
+                         "--stop-file", str(job.stop_file), *(["--owner", job.owner] if job.owner else [])),
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, encoding="utf-8",
+            errors="replace", env=child_env())
         try:
             process.stdin.write(dump_config(job.config))
             process.stdin.close()
@@ -219,6 +231,8 @@ class JobManager:
             line = line.rstrip("\n")
             if line.startswith(RUN_FOLDER):
                 job.run, job.state = Run(Path(line[len(RUN_FOLDER):])), "running"
+                if job.stop_requested:  # Stop was pressed after the child's last look at its --stop-file
+                    job.run.request_stop()
             elif line.startswith(SWEEP_FOLDER):
                 job.sweep_folder = Path(line[len(SWEEP_FOLDER):])
             else:
@@ -232,6 +246,8 @@ class JobManager:
         self._finish(job, 0, "")
 
     def _finish(self, job: Job, code: int, stderr: str) -> None:
+        if job.stop_file is not None:
+            job.stop_file.unlink(missing_ok=True)
         if job.run is not None:
             RunStore(self.runs_dir).mark_if_interrupted(job.run)  # killed mid-run: say so in its record
             job.state = "done"

@@ -1,13 +1,19 @@
-"""One run trains at a time per device, across threads, tabs and processes."""
+"""One run trains at a time per device, across threads, tabs and processes.
+
+The lock between processes is ``filelock``'s: an OS lock on every platform (``flock`` on
+Linux and macOS, ``msvcrt.locking`` on Windows), released by the OS when its holder dies.
+"""
 
 from __future__ import annotations
 
-import fcntl
 import os
 import tempfile
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 _thread_lock = threading.Lock()
 _queue = threading.local()  # the device a sweep in this thread holds for its members
@@ -22,7 +28,7 @@ def lock_path(device: str) -> Path:
 
 
 @contextmanager
-def training_lock(device: str, queue: bool = False):
+def training_lock(device: str, queue: bool = False) -> Iterator[None]:
     """Hold the device for one run; refuse at once (not queue) if it is taken.
 
     ``queue=True`` holds it for a queue of runs (a sweep): runs this thread starts inside
@@ -34,17 +40,16 @@ def training_lock(device: str, queue: bool = False):
     if not _thread_lock.acquire(blocking=False):
         raise BusyError("another run is already training in this process; wait for it or stop it")
     try:
-        path = lock_path(device)
-        with open(path, "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise BusyError(f"another run is already training on {device}; wait for it or stop it") from None
-            _queue.device = device if queue else None
-            try:
-                yield
-            finally:
-                _queue.device = None
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        lock = FileLock(lock_path(device), blocking=False)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise BusyError(f"another run is already training on {device}; wait for it or stop it") from None
+        _queue.device = device if queue else None
+        try:
+            yield
+        finally:
+            _queue.device = None
+            lock.release()
     finally:
         _thread_lock.release()

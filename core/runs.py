@@ -4,6 +4,11 @@
 events happen), ``summary.json`` (rewritten atomically), and the weights
 (``backbone/`` and ``heads.safetensors``). The page, the CLI and comparisons
 all read runs back through this module, live or finished alike.
+
+While a run trains, a ``stop`` file appearing in its folder asks its trainer to stop
+after the current step: a request any process can make on any OS, with no signal. The
+trainer deletes it when the run ends; one written later is harmless, as only that run's
+trainer reads it.
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ from core.config import ExperimentConfig, dump_config, load_config
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
 ACTIVE = "running"
 MIN_FREE_MB = 200
+# On Windows a rename onto a file fails while another process has it open (the page reading a
+# summary): such a rename is tried again for about a second. Elsewhere it never waits.
+REPLACE_TRIES = 20 if os.name == "nt" else 1
 
 
 class RunError(ValueError):
@@ -41,26 +49,41 @@ def atomic_write_text(path: Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        replace_file(tmp, path)
     except BaseException:  # the old file stays whole; no stray temporary is left behind
         tmp.unlink(missing_ok=True)
         raise
+
+
+def replace_file(tmp: Path, path: Path) -> None:
+    """os.replace, tried again while Windows says the target is in use (see REPLACE_TRIES)."""
+    for attempt in range(1, REPLACE_TRIES + 1):
+        try:
+            os.replace(tmp, path)
+            return
+        except PermissionError:
+            if attempt == REPLACE_TRIES:
+                raise
+            time.sleep(0.05)
 
 
 def atomic_write_json(path: Path, data: dict) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False))
 
 
+def request_stop_at(path: Path) -> None:
+    """Write a stop request file (atomically, so a reader never sees half of one)."""
+    atomic_write_text(path, f"stop requested at {time.strftime('%Y-%m-%d %H:%M:%S')} by process {os.getpid()}\n")
+
+
 def pid_alive(pid: int | None, host: str | None = None) -> bool:
+    """Whether process ``pid`` runs on this host. psutil, because ``os.kill(pid, 0)`` on Windows
+    is no probe: it sends a console Ctrl-C event."""
+    import psutil
+
     if not pid or (host and host != socket.gethostname()):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return psutil.pid_exists(pid)
 
 
 class Run:
@@ -75,6 +98,18 @@ class Run:
     summary_path = property(lambda self: self.path / "summary.json")
     backbone_dir = property(lambda self: self.path / "backbone")
     heads_path = property(lambda self: self.path / "heads.safetensors")
+    stop_path = property(lambda self: self.path / "stop")
+
+    def request_stop(self) -> None:
+        """Ask the run's trainer to stop after its current step; asking twice is asking once."""
+        request_stop_at(self.stop_path)
+
+    def stop_requested(self) -> bool:
+        return self.stop_path.exists()
+
+    def clear_stop_request(self) -> None:
+        """The run has ended: a finished record keeps no stale request."""
+        self.stop_path.unlink(missing_ok=True)
 
     def summary(self) -> dict:
         try:
@@ -131,7 +166,7 @@ class RunStore:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             probe = self.root / f".write-test-{os.getpid()}-{threading.get_ident()}"  # two threads, two probes
-            probe.write_text("ok")
+            probe.write_text("ok", encoding="utf-8")
             probe.unlink()
         except OSError as error:
             raise RunError(f"cannot write to the runs folder {self.root}: {error.strerror or error}") from None

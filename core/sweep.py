@@ -227,6 +227,8 @@ def execute(plan: SweepPlan, runs_dir, stop: threading.Event, subscribers, on_me
                 break
             run_member(member, plan.configs[(member["variant"], member["seed"])], plan.tasks, sweep_id, shared,
                        runs_dir, stop, subscribers, on_run)
+            if member["status"] == "stopped":  # asked through the run's stop file (the page's Stop on any OS)
+                stop.set()
             save(folder, record, store)
             if on_member:
                 on_member(member, store.get(member["run_id"]).summary() if member["run_id"] else {})

@@ -205,6 +205,7 @@ class Trainer:
             except OSError as error:  # e.g. the disk filled up: keep the record, say why there are no weights
                 status, message = "failed", f"could not save the weights: {error.strerror or error}"
         self.close_cache()
+        self.run_folder.clear_stop_request()
         self.write_summary(status, message)
         self.bus.emit(StateEvent(status, message))
 
@@ -296,7 +297,9 @@ class Trainer:
         return loss.item()
 
     def check_stop(self) -> None:
-        if self.stop.is_set():
+        """Before each step: the caller's event (a signal, the page's thread) or a stop file in the
+        run folder (any process, any OS). One stat per step."""
+        if self.stop.is_set() or self.run_folder.stop_requested():
             raise StopRequested
 
     def emit_progress(self, epoch: float) -> None:

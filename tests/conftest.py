@@ -49,6 +49,16 @@ def save_tiny_backbone(folder: Path, kind: str = "bert") -> Path:
     return folder
 
 
+def mkdir_error(path: Path) -> str:
+    """What this OS says when a folder cannot be made under a regular file: 'Not a directory' on
+    Linux and macOS, 'The system cannot find the path specified' on Windows."""
+    try:
+        path.mkdir(parents=True)
+    except OSError as error:
+        return error.strerror
+    raise AssertionError(f"{path} could be made")
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> str:
     return str(save_tiny_backbone(tmp_path_factory.mktemp("tiny-bert"), "bert"))

@@ -17,6 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from conftest import mkdir_error
 from page_helpers import APP, new_app, open_tab, rerun_until
 from test_hardening import ROWS, png_bytes, save_config_folder
 
@@ -326,7 +327,7 @@ def test_unusable_runs_folder_is_reported_on_train(fault, page_env, monkeypatch)
         blocker = page_env.root / "a-file"
         blocker.write_text("not a folder")
         monkeypatch.setenv("FREEZE_LAB_RUNS_DIR", str(blocker / "runs"))
-        expected = f"cannot write to the runs folder {blocker / 'runs'}: Not a directory"
+        expected = f"cannot write to the runs folder {blocker / 'runs'}: {mkdir_error(blocker / 'runs')}"
     at = new_app(page_env.backbone)
     still_works(at)
     at.button(key="train").click().run()
@@ -461,4 +462,5 @@ def test_upload_to_an_unusable_folder_is_a_message(tmp_path, monkeypatch):
     monkeypatch.setenv("FREEZE_LAB_UPLOADS_DIR", str(blocker / "uploads"))
     with pytest.raises(ValueError) as caught:
         save_upload(FakeUpload("data.csv", ROWS.encode()))
-    assert str(caught.value) == f"cannot store the upload in {blocker / 'uploads'}: Not a directory"
+    reason = mkdir_error(blocker / "uploads")
+    assert str(caught.value) == f"cannot store the upload in {blocker / 'uploads'}: {reason}"

@@ -86,6 +86,24 @@ def test_stop_takes_effect_within_one_step(tiny_bert, small_config, tmp_path):
     assert run.has_weights()  # a stopped run keeps what it learned
 
 
+def test_a_stop_file_in_the_run_folder_stops_it_after_the_current_step(tiny_bert, small_config, tmp_path):
+    """No event, no signal: what any process on any OS can do (the page's Stop, a restarted page)."""
+    runs = []
+
+    def stop_file_at_five(event):
+        if isinstance(event, ev.StepEvent) and event.step == 5:
+            runs[0].request_stop()
+            runs[0].request_stop()  # pressed twice: still one request
+
+    run = run_experiment(small_config(tiny_bert, training={"epochs": 3}), tmp_path, [stop_file_at_five],
+                         on_run=runs.append)
+    summary = run.summary()
+    assert summary["status"] == "stopped" and summary["message"] == "stopped at step 5 of 36"
+    assert summary["steps"] == 5 == len([e for e in run.events() if e.kind == "step"])
+    assert run.has_weights()
+    assert not run.stop_path.exists() and not run.stop_requested()  # the finished record keeps no request
+
+
 def _failing_step(after: int, error: BaseException):
     original = Trainer.train_step
     calls = []
