@@ -245,3 +245,18 @@ def test_the_page_runs_a_sweep_as_one_child_and_follows_each_member(small_config
     for run_id in member_ids:
         summary = json.loads((tmp_path / "runs" / run_id / "summary.json").read_text(encoding="utf-8"))
         assert summary["owner"] == "visitor-a" and summary["sweep"] == record["sweep_id"]
+
+
+def test_stop_ends_a_page_sweep_after_its_member_by_the_stop_file_alone(long_config, tmp_path, monkeypatch):
+    """Where Stop cannot signal (Windows), the stop file ends the member that trains as 'stopped' with its
+    weights, and no further member starts."""
+    monkeypatch.setattr(core.jobs, "SIGTERM_STOPS", False)
+    manager = JobManager(tmp_path / "runs")
+    job = manager.start(long_config, sweep={"depths": "1,3", "seeds": 1})
+    wait_until(lambda: job.run is not None and steps_written(job.run) >= 2, timeout=180, what="the first member")
+    manager.stop()
+    assert job.wait(90) and job.state == "done"
+    record = json.loads((job.sweep_folder / "sweep.json").read_text(encoding="utf-8"))
+    assert [(m["variant"], m["status"]) for m in record["members"]] == [("depth 1", "stopped"),
+                                                                         ("depth 3", "not started")]
+    assert record["status"] == "stopped" and job.run.has_weights()
