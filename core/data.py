@@ -108,6 +108,14 @@ def load_task(name: str, task, seed: int = 0) -> TaskData:
     return index_labels(name, train, val)
 
 
+def is_builder_name(name: str) -> bool:
+    """Whether ``name`` is one of ``datasets``' file-format builders (csv, json, text, parquet, ...): given
+    as a data set name, such a builder reads whatever matching files lie in the working folder."""
+    from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
+
+    return name.strip().lower() in _PACKAGED_DATASETS_MODULES
+
+
 def is_hub_name(source: str) -> bool:
     path = Path(source).expanduser()
     return not path.exists() and path.suffix.lower() not in FORMATS and not typed_as_path(source)
@@ -202,6 +210,8 @@ def _load_file(path: Path):
 def _load_hub(name: str, subset: str | None, split: str):
     import datasets
 
+    if is_builder_name(name):
+        raise DataError(f"hub data set {name!r}: that is a file format, not a data set; give the file's path")
     datasets.disable_progress_bars()
     try:
         return datasets.load_dataset(name, subset, split=split)

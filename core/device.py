@@ -1,8 +1,10 @@
-"""Device and precision, chosen through Accelerate: CUDA, then Apple MPS, then CPU."""
+"""Device and precision, chosen through Accelerate: CUDA, then Apple MPS, then CPU.
+
+torch is imported inside the functions: the page's server imports modules that name
+``DeviceError`` (the sweep's readers) and must start, and stay, without torch.
+"""
 
 from __future__ import annotations
-
-import torch
 
 
 class DeviceError(ValueError):
@@ -10,6 +12,8 @@ class DeviceError(ValueError):
 
 
 def available_device() -> str:
+    import torch
+
     if torch.cuda.is_available():
         return "cuda"
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
@@ -18,6 +22,8 @@ def available_device() -> str:
 
 
 def resolve_device(requested: str) -> str:
+    import torch
+
     if requested == "auto":
         return available_device()
     if requested == "cuda" and not torch.cuda.is_available():
@@ -31,6 +37,8 @@ def resolve_precision(requested: str, device: str) -> str:
     """Accelerate's mixed_precision name: bf16 where the CUDA GPU has it, else fp16; full precision on
     the CPU (measured: bf16 was slower there) and on MPS (supported by every macOS, no loss scaling,
     not measured without a Mac); an explicit fp16 or bf16 is passed on for MPS."""
+    import torch
+
     if requested == "auto":
         if device == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
@@ -50,6 +58,8 @@ def make_accelerator(device: str, precision: str):
 
 
 def describe_device(device: str) -> str:
+    import torch
+
     if device == "cuda":
         return f"cuda ({torch.cuda.get_device_name(0)})"
     if device == "mps":

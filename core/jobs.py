@@ -77,8 +77,8 @@ class Job:
             return
         if self.run is not None:
             self.run.request_stop()
-        elif self.stop_file is not None:
-            request_stop_at(self.stop_file)
+        if self.stop_file is not None and (self.run is None or self.sweep is not None):
+            request_stop_at(self.stop_file)  # a sweep looks at it between members, too
         if SIGTERM_STOPS and self.pid is not None and pid_alive(self.pid):
             os.kill(self.pid, signal.SIGTERM)
 
@@ -102,7 +102,7 @@ class JobManager:
         trains (one trainer per device)."""
         with self._lock:
             job = Job(config, self.runs_dir, owner=owner, sweep=sweep)
-            if self._live_job() is None:
+            if not self.queue and self._live_job() is None:  # never ahead of a job that waits
                 self._launch(job)
                 return job
             waiting = [j for j in self.queue if owner is not None and j.owner == owner]
@@ -246,16 +246,21 @@ class JobManager:
         self._finish(job, 0, "")
 
     def _finish(self, job: Job, code: int, stderr: str) -> None:
-        if job.stop_file is not None:
-            job.stop_file.unlink(missing_ok=True)
-        if job.run is not None:
-            RunStore(self.runs_dir).mark_if_interrupted(job.run)  # killed mid-run: say so in its record
-            job.state = "done"
-        elif job.stop_requested:
-            job.state, job.error = "done", STOPPED_EARLY
-        else:
-            job.state, job.error = "error", one_line_error(stderr, code)
-        self._start_next()
+        """The job's process ended: record how, then start the next waiting job, whatever went wrong here."""
+        try:
+            if job.stop_file is not None:
+                job.stop_file.unlink(missing_ok=True)
+            if job.run is not None:
+                RunStore(self.runs_dir).mark_if_interrupted(job.run)  # killed mid-run: say so in its record
+        finally:
+            with self._lock:  # a start() now sees either the live job or the queue, never neither
+                if job.run is not None:
+                    job.state = "done"
+                elif job.stop_requested:
+                    job.state, job.error = "done", STOPPED_EARLY
+                else:
+                    job.state, job.error = "error", one_line_error(stderr, code)
+                self._start_next()
 
     # -- in this process ----------------------------------------------------------------------
     def _in_thread(self, job: Job) -> threading.Thread:

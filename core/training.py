@@ -377,6 +377,7 @@ class Trainer:
             "tasks": {task: {k: r[k] for k in ("accuracy", "macro_f1", "loss", "labels", "confusion")}
                       for task, r in self.last_eval.items()},
             "params": x.params, "frozen": frozen_parts(x.model), "preset": x.config.freeze.preset,
+            "train_examples": {task: len(data.train_texts) for task, data in x.tasks.items()},
             "steps": self.step, "total_steps": getattr(self, "total_steps", 0),
             "examples_per_second": round(self.train_examples / self.train_seconds, 2) if self.train_seconds else 0.0,
             "train_seconds": round(self.train_seconds, 2), "wall_seconds": round(time.time() - self.started, 2),

@@ -19,6 +19,7 @@ import hmac
 import os
 import re
 import secrets
+import time
 from dataclasses import dataclass
 
 import streamlit as st
@@ -29,8 +30,10 @@ LOOPBACK = ("localhost", "127.0.0.1", "::1")
 PASSCODE_ENV, PASSCODE_SECRET = "FREEZE_LAB_TEACHER_PASSCODE", "teacher_passcode"
 HUB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
 VISITOR, TEACHER = "_visitor", "_teacher"  # session keys: this session's id, and whether it gave the passcode
+FAILURES, MAX_TRIES = "_teacher_failures", 10  # wrong passcodes given in this session, and how many may be
 LIMIT_ENV = {"epochs": "FREEZE_LAB_MAX_EPOCHS", "train_examples": "FREEZE_LAB_MAX_TRAIN_EXAMPLES",
-             "max_length": "FREEZE_LAB_MAX_LENGTH"}
+             "max_length": "FREEZE_LAB_MAX_LENGTH", "sweep_runs": "FREEZE_LAB_MAX_SWEEP_RUNS"}
+SERVED_SWEEP_RUNS = 8  # a served page's default: one visitor's sweep must not hold the device for the lesson
 BACKBONES_ENV = "FREEZE_LAB_ALLOWED_BACKBONES"
 
 
@@ -55,8 +58,9 @@ def mode_line() -> str:
         return ("On this computer only (localhost): data files can be uploaded or typed as paths in the project, "
                 f"uploads and {ALLOWED_DIRS} folders.")
     if local_paths_offered():
-        return (f"Served to the network: visitors upload data files or type paths inside {ALLOWED_DIRS} only; "
-                "runs can be stopped by whoever started them" + (" or the teacher." if passcode() else "."))
+        return (f"Served to the network: visitors upload data files or type paths inside the project, uploads and "
+                f"{ALLOWED_DIRS} folders; runs can be stopped by whoever started them"
+                + (" or the teacher." if passcode() else "."))
     return ("Served to the network: visitors upload their data files (typed paths are off); runs can be stopped "
             "by whoever started them" + (" or the teacher." if passcode() else "."))
 
@@ -127,10 +131,18 @@ def why_not(action: str) -> str:
 
 
 def teacher_unlock() -> None:
-    """Callback of the passcode form: compare, remember only the outcome, and forget what was typed."""
+    """Callback of the passcode form: compare, remember only the outcome, and forget what was typed. Each
+    wrong try waits a second longer (at most MAX_TRIES per session), so guessing takes long."""
     expected, given = passcode(), st.session_state.get("teacher_passcode_input", "")
     st.session_state["teacher_passcode_input"] = ""
+    failures = st.session_state.get(FAILURES, 0)
+    if failures >= MAX_TRIES:
+        st.session_state["_teacher_message"] = "Too many wrong passcodes in this session."
+        return
     st.session_state[TEACHER] = bool(expected and given and passcode_matches(given, expected))
+    if not st.session_state[TEACHER]:
+        st.session_state[FAILURES] = failures + 1
+        time.sleep(min(failures + 1, 5))
     st.session_state["_teacher_message"] = "Teacher mode on." if st.session_state[TEACHER] else "Wrong passcode."
 
 
@@ -159,6 +171,7 @@ class Limits:
     epochs: int | None = None
     train_examples: int | None = None  # per task
     max_length: int | None = None
+    sweep_runs: int | None = None  # runs in one sweep or one repeat
     backbones: tuple[str, ...] | None = None  # None: any backbone
     problem: str = ""  # a limit the teacher set that is not a number: nothing trains until it is fixed
 
@@ -166,6 +179,7 @@ class Limits:
         parts = [f"at most {self.epochs} epoch(s)" if self.epochs else "",
                  f"{self.train_examples:,} training examples per task" if self.train_examples else "",
                  f"max length {self.max_length}" if self.max_length else "",
+                 f"{self.sweep_runs} runs per sweep" if self.sweep_runs else "",
                  f"backbones {', '.join(self.backbones)}" if self.backbones else ""]
         return "; ".join(p for p in parts if p)
 
@@ -183,6 +197,8 @@ def read_limits(environ: dict, served_page: bool) -> Limits:
                             "restart the page")
     listed = [b.strip() for b in environ.get(BACKBONES_ENV, "").split(",") if b.strip()]
     backbones = None if listed == ["*"] else tuple(listed) if listed else ("minilm",) if served_page else None
+    if served_page:
+        numbers.setdefault("sweep_runs", SERVED_SWEEP_RUNS)
     return Limits(**numbers, backbones=backbones, problem="; ".join(problems))
 
 
@@ -190,17 +206,29 @@ def limits() -> Limits:
     return read_limits(dict(os.environ), served())
 
 
-def check_limits(limits: Limits, config, train_counts: dict[str, int]) -> None:
-    """Refuse (ValueError, one line) a setup beyond the limits; ``train_counts``: training examples per task."""
+def check_limits(limits: Limits, config, train_counts: dict[str, int | None], backbone: str | None = None,
+                 runs: int = 1) -> None:
+    """Refuse (ValueError, one line) a setup beyond the limits. ``train_counts``: training examples per task
+    (None: not known, e.g. a run from before the count was kept); ``backbone``: where the weights come from
+    in the end (a warm start's first run's backbone); ``runs``: how many runs a sweep or repeat queues."""
     training = config.training
     if limits.problem:
         raise ValueError(limits.problem)
+    if limits.backbones is not None and backbone is not None and backbone not in limits.backbones:
+        raise ValueError(f"backbone {backbone!r} is not offered on this page; choose one of "
+                         f"{', '.join(limits.backbones)}")
     if limits.epochs and training.epochs > limits.epochs:
         raise ValueError(f"epochs {training.epochs} is over this page's limit of {limits.epochs} ({LIMIT_ENV['epochs']})")
     if limits.max_length and training.max_length > limits.max_length:
         raise ValueError(f"max length {training.max_length} is over this page's limit of {limits.max_length} "
                          f"({LIMIT_ENV['max_length']})")
+    if limits.sweep_runs and runs > limits.sweep_runs:
+        raise ValueError(f"{runs} runs in one go is over this page's limit of {limits.sweep_runs} "
+                         f"({LIMIT_ENV['sweep_runs']}); pick fewer variants or seeds")
     for task, count in train_counts.items():
+        if limits.train_examples and count is None:
+            raise ValueError(f"task {task}: this run does not say how many training examples it used, so it "
+                             "cannot be repeated within this page's limits")
         if limits.train_examples and count > limits.train_examples:
             raise ValueError(f"task {task} has {count:,} training examples, over this page's limit of "
                              f"{limits.train_examples:,}; set 'Max training examples' to {limits.train_examples:,} "

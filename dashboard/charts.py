@@ -10,6 +10,8 @@ import math
 
 import plotly.graph_objects as go
 
+from core.presets import PRESETS, preset_plan
+
 MAX_POINTS = 600  # per line: plenty for its shape; thousands would make every live refresh slow to draw
 PALETTE = ["#2f6fde", "#e4572e", "#29a35a", "#9b5de5", "#f3a712", "#17bebb", "#8d6a9f", "#c1292e"]
 
@@ -103,13 +105,13 @@ def confusion_figure(labels: list[str], matrix: list[list[int]], title: str) -> 
 
 # ---- sweeps and comparisons -------------------------------------------------------------------------
 
-LEE_ET_AL = ("Lee, Tang & Lin (2019) found that tuning only the top quarter of the layers keeps about 90% of "
-             "full fine-tuning's quality.")
+LEE_ET_AL = PRESETS["top_quarter"].benefit  # the finding the sweep view's top-quarter mark stands for
 
 
 def top_quarter_depth(n_layers: int) -> int:
-    """How many lower layers the top_quarter preset freezes (core.presets: all but the top quarter)."""
-    return n_layers - max(1, round(n_layers / 4))
+    """How many lower layers the top_quarter preset freezes, from the preset itself."""
+    parts = ["embeddings", *(f"layer.{i}" for i in range(n_layers))]
+    return sum(p.startswith("layer.") for p in preset_plan("top_quarter", parts).frozen)
 
 
 def sweep_figure(table: list[dict], task: str, n_layers: int, majority: float | None = None) -> go.Figure:
@@ -179,19 +181,19 @@ def pareto_figure(names: list[str], costs: list[float], accuracies: list[float],
 
 
 def mean_band(series: list[tuple[list, list]]) -> tuple[list, list, list, list]:
-    """x, mean, low and high (one standard deviation) over several runs' (x, y) lines, at the x values
-    every run has (seeds of one setup evaluate at the same steps)."""
-    common = sorted(set.intersection(*(set(xs) for xs, _ in series))) if series else []
+    """x, mean, low and high (one standard deviation) over several runs' (x, y) lines, at every x some run
+    has (seeds of one setup evaluate at the same steps; a run that stopped early simply ends sooner)."""
     by_run = [dict(zip(xs, ys)) for xs, ys in series]
+    xs_all = sorted({x for run in by_run for x in run})
     means, lows, highs = [], [], []
-    for x in common:
-        values = [run[x] for run in by_run]
+    for x in xs_all:
+        values = [run[x] for run in by_run if x in run]
         mean = sum(values) / len(values)
         spread = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
         means.append(mean)
         lows.append(mean - spread)
         highs.append(mean + spread)
-    return common, means, lows, highs
+    return xs_all, means, lows, highs
 
 
 def group_figure(groups: dict[str, list[list]], task: str, metric: str, x: str = "step", smoothing: float = 0.0,

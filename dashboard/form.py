@@ -22,7 +22,8 @@ DEMO, OWN = "Built-in demo data", "My own data"
 DEFAULTS = {"backbone": "minilm", "pooling": "mean", "warm_start": "pretrained", "data_mode": DEMO,
             **{f"use:{t}": True for t in TASKS}, **{f"source_kind:{t}": "Upload a file" for t in TASKS},
             "epochs": 2, "batch_size": 32, "learning_rate": 5e-5, "head_learning_rate": 1e-3, "max_length": 64,
-            "seed": 0, "eval_every": 25, "cache_frozen_prefix": True, "sweep_kind": "freeze depth", "sweep_seeds": 2}
+            "seed": 0, "eval_every": 25, "cache_frozen_prefix": True, "sweep_kind": "freeze depth", "sweep_seeds": 2,
+            "sweep_presets": ["none", "top_quarter", "scenario2"]}
 HELP = {name: TrainingConfig.model_fields[name].description for name in TrainingConfig.model_fields}
 
 
@@ -72,10 +73,14 @@ def selected_backbone() -> str:
     """The backbone the run will start from: a warm-start run's trained backbone folder, one the teacher
     offers, or a typed one. A typed local path is resolved and must lie in an allowed folder; a visitor
     of a served page may only name hub models (ValueError otherwise)."""
-    if st.session_state.get("warm_start", "pretrained") != "pretrained":
-        return str(resources.run_store().get(st.session_state.warm_start).backbone_dir)
-    backbone = st.session_state.backbone.strip() or "minilm"
     offered = offered_backbones()
+    if st.session_state.get("warm_start", "pretrained") != "pretrained":
+        run = resources.run_store().get(st.session_state.warm_start)
+        if offered is not None and origin_backbone(run.config()) not in offered:
+            raise ValueError(f"run {run.id} was trained from a backbone this page does not offer; start from "
+                             f"{', '.join(offered)} instead")
+        return str(run.backbone_dir)
+    backbone = st.session_state.backbone.strip() or "minilm"
     if offered is not None:
         if backbone not in offered:
             raise ValueError(f"backbone {backbone!r} is not offered on this page; choose one of {', '.join(offered)}")
@@ -88,11 +93,28 @@ def selected_backbone() -> str:
     return str(check_local_folder(backbone)) if looks_like_path(backbone) else backbone
 
 
+def origin_backbone(config) -> str:
+    """Where a config's weights come from in the end: its backbone, or for a warm start the backbone of the
+    first run of the chain (a warm-started run's own backbone is a run folder)."""
+    store = resources.run_store()
+    for _ in range(50):  # a chain longer than this is not one the page made
+        if not config.init_from:
+            return config.backbone
+        try:
+            config = store.get(config.init_from).config()
+        except ValueError:  # the run is gone or unreadable: judge by what is left
+            break
+    return config.backbone
+
+
 def hub_source(typed: str) -> str:
     """A typed hub data set name, checked as a name: a path typed here is never read."""
-    from core.data import is_hub_name
+    from core.data import is_builder_name, is_hub_name
 
     name = access.check_hub_name(typed, "hub data set")
+    if is_builder_name(name):
+        raise ValueError(f"hub data set {typed!r}: that is a file format, not a data set; use 'Upload a file'"
+                         + (" or 'Local path'" if access.local_paths_offered() else ""))
     if looks_like_path(name) or not is_hub_name(name):
         raise ValueError(f"hub data set {typed!r}: that is a local file name; use 'Upload a file'"
                          + (" or 'Local path'" if access.local_paths_offered() else ""))

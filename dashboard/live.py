@@ -7,9 +7,10 @@ from __future__ import annotations
 import streamlit as st
 
 from core.config import ConfigError
+from core.presets import PRESETS
 from core.locks import BusyError
 from dashboard import access, charts, resources
-from dashboard.form import current_config, train_counts
+from dashboard.form import current_config, origin_backbone, train_counts
 
 # How often the live view redraws while a run is active. Each redraw costs the browser CPU time: on a
 # 2-core machine, twice a second instead of once took training from about 32 to 28 examples/s, and a
@@ -79,34 +80,37 @@ def start_training(frozen: list[str], preset: dict | None, sweep: dict | None = 
     except ValueError as error:  # ConfigError is a ValueError
         st.session_state["_train_error"] = str(error)
         return
-    start_training_config(config, sweep, train_counts())
+    start_training_config(config, sweep, train_counts(), runs=sweep_size(sweep) if sweep else 1)
 
 
-def start_training_config(config, sweep: dict | None = None, counts: dict[str, int] | None = None) -> None:
+def start_training_config(config, sweep: dict | None = None, counts: dict[str, int | None] | None = None,
+                          runs: int = 1) -> None:
     """Start (or queue) a config for this visitor, within the page's limits; a refusal goes to _train_error."""
     try:
         if not access.is_teacher():
-            access.check_limits(access.limits(), config, counts or {})
+            access.check_limits(access.limits(), config, counts or {}, origin_backbone(config), runs)
         resources.job_manager().start(config, owner=access.visitor_id(), sweep=sweep)
     except (ValueError, BusyError) as error:
         st.session_state["_train_error"] = str(error)
 
 
-SWEEP_PRESETS = ["none", "top_quarter", "scenario2", "scenario1", "lower_k", "scenario3"]
+SWEEP_PRESETS = list(PRESETS)  # lower_k and scenario3 take the k and the head chosen under Freeze
 
 
 def sweep_form(frozen: list[str], preset: dict | None, parts: list[str]) -> None:
     """The current setup at several freeze depths or presets, each with several seeds: one queue of runs."""
+    if not parts:
+        return
     n_layers = sum(p.startswith("layer.") for p in parts)
+    if st.session_state.get("_sweep_layers") != n_layers:  # another backbone: offer all of its depths again
+        st.session_state["_sweep_layers"] = n_layers
+        st.session_state["sweep_depths"] = list(range(n_layers + 1))
     st.markdown("Train the current setup once per freeze depth (or preset) and seed. Depth k freezes the "
                 "embeddings and the lower k layers.")
     st.radio("Vary", ["freeze depth", "presets"], key="sweep_kind", horizontal=True)
     if st.session_state.sweep_kind == "freeze depth":
-        st.session_state.setdefault("sweep_depths", list(range(n_layers + 1)))
-        st.session_state.sweep_depths = [d for d in st.session_state.sweep_depths if d <= n_layers]
         st.multiselect("Depths (frozen lower layers)", list(range(n_layers + 1)), key="sweep_depths")
     else:
-        st.session_state.setdefault("sweep_presets", ["none", "top_quarter", "scenario2"])
         st.multiselect("Presets", SWEEP_PRESETS, key="sweep_presets",
                        help="lower_k and scenario3 use the k and the head chosen under Freeze.")
     st.number_input("Seeds per variant", 1, 10, key="sweep_seeds",
@@ -178,11 +182,13 @@ def sweep_line(job, where) -> None:
 
 
 def read_sweep(folder) -> dict | None:
-    import json
+    """The sweep's record, or None before it exists (or mid-write on a file system without atomic renames)."""
+    from core.runs import RunError
+    from core.sweep import load_sweep
 
     try:
-        return json.loads((folder / "sweep.json").read_text(encoding="utf-8")) if folder else None
-    except (OSError, ValueError):
+        return load_sweep(folder.parent.parent, folder.name) if folder else None
+    except RunError:
         return None
 
 

@@ -70,7 +70,9 @@ def setup_key(run) -> str:
         return run.id
     config.pop("name", None)
     config.pop("freeze", None)
-    config["training"].pop("seed", None)
+    training = config["training"]
+    training["data_seed"] = training["seed"] if training.get("data_seed") is None else training["data_seed"]
+    training.pop("seed")  # data_seed is the effective one: null means "the seed", as in core.data
     return json.dumps([config, sorted(run.summary().get("frozen", []))], sort_keys=True)
 
 
@@ -151,7 +153,7 @@ def verdict_lines(a: str, b: str, name_a: str = "A", name_b: str = "B") -> None:
     for task, r in result["tasks"].items():
         paired = r["paired"]
         rows.append({"task": task, name_a: f"{r['a']:.3f}", name_b: f"{r['b']:.3f}",
-                     "difference": f"{r['difference']:+.3f}",
+                     f"{name_b} − {name_a}": f"{r['difference']:+.3f}",
                      "setting or seed?": r["verdict"] + (f" (p = {r['p_value']:.3g})" if r["p_value"] is not None else ""),
                      "differ on this data?": (f"{paired['verdict']} (p = {paired['p_value']:.3g})"
                                               if paired.get("p_value") is not None else "-")})
@@ -182,6 +184,8 @@ def cost_benefit(groups: dict[str, list], tasks: list[str]) -> None:
             continue
         accuracy = [sum(s["tasks"][task]["accuracy"] for s in points[n]) / len(points[n]) for n in names]
         if cost == "trainable %":
+            names = [n for n in names if points[n][0].get("params", {}).get("total")]
+            accuracy = [sum(s["tasks"][task]["accuracy"] for s in points[n]) / len(points[n]) for n in names]
             costs = [100 * points[n][0]["params"]["trainable"] / points[n][0]["params"]["total"] for n in names]
         else:
             costs = [sum(s.get("train_seconds", 0.0) for s in points[n]) / len(points[n]) for n in names]
@@ -199,8 +203,13 @@ def repeat_with_seeds(groups: dict[str, list], every_run) -> None:
         extra = st.number_input("New seeds", 1, 10, 2, key="repeat_seeds")
         if st.button("Queue the repeats", key="repeat_start"):
             key = setup_key(groups[name][0])
-            config, request = repeat_request([r for r in every_run if setup_key(r) == key], int(extra))
-            start_training_config(config, request)
+            try:
+                config, request = repeat_request([r for r in every_run if setup_key(r) == key], int(extra))
+            except ValueError as error:  # a config that no longer reads
+                st.session_state["_train_error"] = f"cannot repeat {name}: {error}"
+            else:
+                counts = groups[name][0].summary().get("train_examples") or {t: None for t in config.task_names}
+                start_training_config(config, request, counts if config.tasks else {}, runs=int(extra))
             if message := st.session_state.pop("_train_error", None):
                 st.error(message)
             else:

@@ -50,14 +50,20 @@ def _hidden(parts) -> bool:
 def resolve_allowed(text: str) -> Path:
     """A typed path, links resolved, if it lies in an allowed folder and names nothing hidden; else
     ValueError. The message repeats what was typed, never where it leads or what the file holds."""
-    typed = Path(text.strip()).expanduser()
+    try:
+        typed = Path(text.strip()).expanduser()
+    except RuntimeError:  # "~someone" for a user that does not exist here
+        raise ValueError(f"{text}: no such home folder") from None
     if _hidden(typed.parts):
         raise ValueError(f"{text}: hidden files and folders (names starting with '.') are never read")
     path = (typed if typed.is_absolute() else PROJECT / typed).resolve()
     root = next((r for r in allowed_roots() if path == r or r in path.parents), None)
     if root is None:
-        raise ValueError(f"{text}: outside the folders this page may read ({', '.join(map(str, allowed_roots()))}); "
-                         f"set {ALLOWED_DIRS} to allow more")
+        raise ValueError(f"{text}: outside the folders this page may read (the project, the uploads folder and "
+                         f"{ALLOWED_DIRS}); the teacher can allow more with {ALLOWED_DIRS}")
+    runs = runs_dir().expanduser().resolve()
+    if path == runs or runs in path.parents:
+        raise ValueError(f"{text}: inside the runs folder; run records are not data")
     if _hidden(path.relative_to(root).parts):
         raise ValueError(f"{text}: hidden files and folders (names starting with '.') are never read")
     return path
@@ -77,7 +83,11 @@ def check_local_folder(text: str) -> Path:
 
 
 def looks_like_path(text: str) -> bool:
-    """Whether a typed backbone or data set name would be read from disk rather than the hub."""
+    """Whether a typed backbone or data set name would be read from disk rather than the hub (the page's
+    test; core.backbones.typed_as_path only looks at how a path is written)."""
     text = text.strip()
-    path = Path(text).expanduser()
+    try:
+        path = Path(text).expanduser()
+    except RuntimeError:  # "~someone": a path, to a home folder that does not exist here
+        return True
     return text.startswith((".", "~")) or path.is_absolute() or path.exists() or (PROJECT / path).exists()

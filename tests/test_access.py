@@ -45,7 +45,7 @@ def test_data_files_in_allowed_folders_are_read(roots):
 def test_the_home_folder_is_not_allowed_unless_listed(roots, monkeypatch):
     from dashboard.settings import check_local_path
 
-    (roots.home / "notes.csv").write_text(SECRET)
+    (roots.home / "notes.csv").write_text(SECRET, encoding="utf-8")
     with pytest.raises(ValueError) as refused:
         check_local_path("~/notes.csv")
     assert str(refused.value).startswith("~/notes.csv: outside the folders this page may read")
@@ -70,7 +70,7 @@ def test_a_link_to_a_hidden_file_is_refused_after_resolving(roots, monkeypatch):
 
     monkeypatch.setenv("FREEZE_LAB_ALLOWED_DIRS", os.pathsep.join([str(roots.allowed), str(roots.home)]))
     (roots.home / ".aws").mkdir()
-    (roots.home / ".aws" / "credentials").write_text(SECRET)
+    (roots.home / ".aws" / "credentials").write_text(SECRET, encoding="utf-8")
     link = roots.allowed / "innocent.csv"
     link.symlink_to(roots.home / ".aws" / "credentials")
     with pytest.raises(ValueError, match="hidden files"):
@@ -81,13 +81,23 @@ def test_a_link_out_of_the_allowed_folders_is_refused(roots, tmp_path):
     from dashboard.settings import check_local_path
 
     outside = tmp_path / "outside.csv"
-    outside.write_text(SECRET)
+    outside.write_text(SECRET, encoding="utf-8")
     link = roots.allowed / "data.csv"
     link.symlink_to(outside)
     with pytest.raises(ValueError) as refused:
         check_local_path(str(link))
     assert str(refused.value).startswith(f"{link}: outside the folders")
     assert str(outside) not in str(refused.value)  # never where the link leads
+
+
+def test_run_records_and_unknown_home_folders_are_not_read(roots, monkeypatch, tmp_path):
+    from dashboard.settings import check_local_path
+
+    monkeypatch.setenv("FREEZE_LAB_RUNS_DIR", str(roots.allowed / "runs"))
+    with pytest.raises(ValueError, match="inside the runs folder; run records are not data"):
+        check_local_path(str(roots.allowed / "runs" / "20260101-x" / "predictions.json"))
+    with pytest.raises(ValueError, match=r"^~nosuchuser-freeze-lab/x.csv: no such home folder$"):
+        check_local_path("~nosuchuser-freeze-lab/x.csv")
 
 
 @pytest.mark.parametrize("name", ["README.md", "requirements.txt", "core/runs.py", "examples/demo.yaml", "notes"])
@@ -123,6 +133,14 @@ def test_hub_names_are_names(name):
     from dashboard.access import check_hub_name
 
     assert check_hub_name(name, "hub data set") == name
+
+
+@pytest.mark.parametrize("name", ["csv", "JSON", "text", "parquet"])
+def test_file_format_builders_are_not_hub_data_sets(name):
+    """datasets.load_dataset('csv') with no files reads matching files of the working folder."""
+    from core.data import is_builder_name
+
+    assert is_builder_name(name) and not is_builder_name("ag_news") and not is_builder_name("SetFit/sst2")
 
 
 @pytest.mark.parametrize("name", ["/etc/passwd", "~/.aws/credentials", "../data", "a/b/c", ".hidden", "a/..",
@@ -179,12 +197,13 @@ def test_limits_come_from_the_environment_and_default_to_minilm_when_served():
     from dashboard.access import Limits, read_limits
 
     assert read_limits({}, served_page=False) == Limits()
-    assert read_limits({}, served_page=True) == Limits(backbones=("minilm",))
+    assert read_limits({}, served_page=True) == Limits(backbones=("minilm",), sweep_runs=8)
     assert read_limits({"FREEZE_LAB_ALLOWED_BACKBONES": "*"}, served_page=True).backbones is None
     limits = read_limits({"FREEZE_LAB_MAX_EPOCHS": "3", "FREEZE_LAB_MAX_TRAIN_EXAMPLES": "500",
                           "FREEZE_LAB_MAX_LENGTH": "64", "FREEZE_LAB_ALLOWED_BACKBONES": "minilm, bert-base-uncased"},
                          served_page=False)
     assert limits == Limits(epochs=3, train_examples=500, max_length=64, backbones=("minilm", "bert-base-uncased"))
+    assert read_limits({"FREEZE_LAB_MAX_SWEEP_RUNS": "21"}, served_page=True).sweep_runs == 21
     bad = read_limits({"FREEZE_LAB_MAX_EPOCHS": "three"}, served_page=False)
     assert bad.epochs is None and "FREEZE_LAB_MAX_EPOCHS='three' is not a whole number" in bad.problem
 
@@ -204,6 +223,20 @@ def test_a_setup_over_the_limits_is_refused_in_one_line(training, counts, expect
     with pytest.raises(ValueError) as refused:
         check_limits(limits, parse_config({"training": training}), counts)
     assert str(refused.value) == expected
+
+
+def test_sweeps_repeats_and_backbones_are_limited_too():
+    from core.config import parse_config
+    from dashboard.access import Limits, check_limits
+
+    limits, config = Limits(train_examples=500, backbones=("minilm",), sweep_runs=8), parse_config({})
+    check_limits(limits, config, {}, "minilm", runs=8)
+    with pytest.raises(ValueError, match=r"^9 runs in one go is over this page's limit of 8 \(FREEZE_LAB_MAX_SWEEP_RUNS\)"):
+        check_limits(limits, config, {}, "minilm", runs=9)
+    with pytest.raises(ValueError, match=r"^backbone 'roberta-large' is not offered on this page; choose one of minilm$"):
+        check_limits(limits, config, {}, "roberta-large")
+    with pytest.raises(ValueError, match="this run does not say how many training examples it used"):
+        check_limits(limits, config, {"topic": None}, "minilm")
 
 
 # ---- the page applies them (AppTest) ---------------------------------------------------------------
@@ -258,8 +291,8 @@ def test_a_served_page_offers_no_local_path_and_says_so(page_env, monkeypatch):
         monkeypatch.setenv("FREEZE_LAB_ALLOWED_DIRS", str(page_env.root))
         at.run()
         assert at.radio(key="source_kind:topic").options == ["Upload a file", "Local path", "Hub data set"]
-        assert any(c.value.startswith("Served to the network: visitors upload data files or type paths inside "
-                                      "FREEZE_LAB_ALLOWED_DIRS only") for c in at.caption)
+        assert any(c.value.startswith("Served to the network: visitors upload data files or type paths inside the "
+                                      "project, uploads and FREEZE_LAB_ALLOWED_DIRS folders") for c in at.caption)
     at = new_app("minilm")
     assert any(c.value.startswith("On this computer only (localhost)") for c in at.caption)
 
@@ -267,10 +300,14 @@ def test_a_served_page_offers_no_local_path_and_says_so(page_env, monkeypatch):
 def test_a_served_page_reads_hub_names_as_names_never_as_paths(page_env, monkeypatch):
     monkeypatch.setenv("FREEZE_LAB_ALLOWED_BACKBONES", "*")
     secret = page_env.root / "creds.csv"
-    secret.write_text(SECRET)
+    secret.write_text(SECRET, encoding="utf-8")
     with served_page():
         at = own_data(new_app("minilm"))
         at.session_state["source_kind:topic"] = "Hub data set"
+        at.session_state["hub:topic"] = "csv"  # a file-format builder would read the server's working folder
+        at.run()
+        assert [e.value for e in at.error] == ["hub data set 'csv': that is a file format, not a data set; use "
+                                               "'Upload a file'"]
         for typed in (str(secret), "~/.aws/credentials", "../creds.csv"):
             at.session_state["hub:topic"] = typed
             at.run()
@@ -330,3 +367,14 @@ def test_a_served_page_without_passcode_lets_nobody_delete_or_rename_anothers_ru
     at.run()
     assert not at.text_input(key="rename_to").disabled and not at.checkbox(key="delete_sure").disabled
     assert run.path.exists()
+
+
+def test_the_engine_refuses_a_file_format_as_a_hub_data_set(tmp_path, monkeypatch):
+    from core.config import TaskConfig
+    from core.data import DataError, read_table
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "train.csv").write_text(SECRET, encoding="utf-8")  # what load_dataset("csv") would pick up
+    with pytest.raises(DataError) as refused:
+        read_table("csv", TaskConfig(train="csv"), "train")
+    assert str(refused.value) == "hub data set 'csv': that is a file format, not a data set; give the file's path"

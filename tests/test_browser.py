@@ -149,6 +149,9 @@ def test_a_served_page_hides_local_paths_and_only_the_starter_or_the_teacher_sto
         starter.get_by_text("Built-in demo data", exact=True).click()
         starter.get_by_text("1,003,671").first.wait_for(timeout=60_000)  # the tiny backbone's readout
         epochs = starter.get_by_label("Epochs", exact=True).and_(starter.locator("input"))
+        from playwright.sync_api import expect
+
+        expect(epochs).to_have_count(1, timeout=30_000)  # the rerun after the data choice has settled
         epochs.fill("30")
         epochs.press("Enter")
         starter.wait_for_timeout(500)

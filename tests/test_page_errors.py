@@ -51,10 +51,8 @@ def still_works(at) -> None:
 
 
 def outside_message(typed: str) -> str:
-    from dashboard.settings import allowed_roots
-
-    return (f"{typed}: outside the folders this page may read ({', '.join(map(str, allowed_roots()))}); "
-            "set FREEZE_LAB_ALLOWED_DIRS to allow more")
+    return (f"{typed}: outside the folders this page may read (the project, the uploads folder and "
+            "FREEZE_LAB_ALLOWED_DIRS); the teacher can allow more with FREEZE_LAB_ALLOWED_DIRS")
 
 
 def with_data(env, path: str, **columns):

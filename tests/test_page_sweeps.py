@@ -105,3 +105,26 @@ def test_repeat_with_more_seeds_queues_the_same_setup_with_new_seeds(page_env, t
     assert new.training.seed == 1 + max(m["seed"] for m in record["members"] if m["variant"] == "depth 3")
     assert new.freeze.preset == "lower_k" and new.freeze.k == 3
     assert job.run.summary()["status"] == "finished"
+
+
+def test_the_page_reads_sweeps_and_verdicts_without_importing_torch():
+    """The server never imports torch: the Sweeps tab and the verdict read JSON through core.sweep and
+    core.compare, which must stay importable without it."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = ("import sys; import core.sweep, core.compare, core.jobs, dashboard.sweeps_view, dashboard.runs_view; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_the_sweep_form_offers_every_depth_of_the_backbone_in_use(page_env, tiny_bert):
+    at = new_app("nosuchowner/nosuchmodel")  # parts unknown: the form must not shrink the depths
+    at.session_state["backbone"] = tiny_bert
+    at = rerun_until(at.run(), lambda a: any(b.key == "sweep_start" for b in a.button))
+    assert at.multiselect(key="sweep_depths").value == [0, 1, 2, 3]
+    assert at.button(key="sweep_start").label == "Start sweep (8 runs)"  # 4 depths x 2 seeds
