@@ -49,3 +49,16 @@ def trainable(at) -> int:
 def frozen_toggles(at) -> set[str]:
     return {t.label for t in at.toggle if t.value and (t.label.startswith(("layer.", "head.")) or t.label in
                                                         ("embeddings", "pooler"))}
+
+
+def stop_every_job(timeout: float = 120) -> None:
+    """A test's teardown: empty the queue, stop what trains, and wait for it (the next test gets a free device)."""
+    from dashboard.resources import job_manager
+
+    manager = job_manager()
+    for job in manager.waiting():
+        manager.stop(job)
+    manager.stop()
+    job = manager.current()
+    if job is not None:
+        job.wait(timeout)

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from page_helpers import new_app, rerun_until
+from page_helpers import new_app, rerun_until, stop_every_job
 
 SECRET = "aws_secret_key,password\nAKIAEXAMPLE,hunter2\n"
 
@@ -264,14 +264,7 @@ def page_env(tmp_path, monkeypatch, tiny_bert):
                      "FREEZE_LAB_ALLOWED_BACKBONES"):
         monkeypatch.delenv(variable, raising=False)
     yield SimpleNamespace(root=tmp_path, runs=tmp_path / "runs", backbone=tiny_bert)
-    from dashboard.resources import job_manager
-
-    for job in job_manager().waiting():
-        job_manager().stop(job)
-    job_manager().stop()
-    job = job_manager().current()
-    if job is not None:
-        job.wait(60)
+    stop_every_job()
 
 
 def own_data(at):

@@ -25,6 +25,15 @@ pytestmark = pytest.mark.skipif(not have_browser and not NEED_BROWSER,
                                 reason="needs Debian's chromium and the playwright package")
 ARTIFACTS = ROOT / "artifacts"
 
+def use_backbone(page, folder: str, readout: str = "1,003,671") -> None:
+    """Type a backbone folder, as a user would, and wait for its parameter readout (the tiny backbone's)."""
+    backbone = page.get_by_label("Pretrained encoder", exact=True).and_(page.locator("input"))
+    backbone.wait_for(timeout=60_000)
+    backbone.fill(folder)
+    backbone.press("Enter")
+    page.get_by_text(readout).first.wait_for(timeout=60_000)
+
+
 POINTS_JS = "() => [...document.querySelectorAll('.js-plotly-plot')].map(p => (p.data && p.data[0] ? p.data[0].x.length : 0))"
 
 
@@ -34,11 +43,7 @@ def test_preset_train_charts_stop_in_a_real_browser(tmp_path, tiny_bert):
            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     with streamlit_server(env) as (url, _), browser_page() as page:
         page.goto(url)
-        backbone = page.get_by_label("Pretrained encoder", exact=True).and_(page.locator("input"))
-        backbone.wait_for(timeout=60_000)
-        backbone.fill(tiny_bert)
-        backbone.press("Enter")
-        page.get_by_text("1,003,671").first.wait_for(timeout=60_000)  # the tiny backbone's readout
+        use_backbone(page, tiny_bert)
         page.get_by_role("button", name="Transfer learning").click()
         page.get_by_text("Transfer learning: freeze the lower k layers").first.wait_for(timeout=30_000)
         epochs = page.get_by_label("Epochs", exact=True).and_(page.locator("input"))
@@ -184,11 +189,7 @@ def test_a_two_member_sweep_runs_end_to_end_in_a_real_browser(tmp_path, tiny_ber
            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     with streamlit_server(env) as (url, _), browser_page() as page:
         page.goto(url)
-        backbone = page.get_by_label("Pretrained encoder", exact=True).and_(page.locator("input"))
-        backbone.wait_for(timeout=60_000)
-        backbone.fill(tiny_bert)
-        backbone.press("Enter")
-        page.get_by_text("1,003,671").first.wait_for(timeout=60_000)
+        use_backbone(page, tiny_bert)
         epochs = page.get_by_label("Epochs", exact=True).and_(page.locator("input"))
         epochs.fill("1")
         epochs.press("Enter")

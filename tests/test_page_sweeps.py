@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from page_helpers import new_app, open_tab, rerun_until
+from page_helpers import new_app, open_tab, rerun_until, stop_every_job
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +33,7 @@ def page_env(swept, monkeypatch, tiny_bert):
     monkeypatch.setenv("FREEZE_LAB_RUNS_DIR", str(runs))
     monkeypatch.setenv("FREEZE_LAB_ALLOWED_DIRS", tiny_bert)
     yield runs, record
-    from dashboard.resources import job_manager
-
-    for job in job_manager().waiting():
-        job_manager().stop(job)
-    job_manager().stop()
-    job = job_manager().current()
-    if job is not None:
-        job.wait(120)
+    stop_every_job()
 
 
 def charts_by_key(at) -> dict:
