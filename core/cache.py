@@ -22,6 +22,14 @@ Storage: GPU memory when it fits, else CPU memory, else a memory-mapped file in 
 run folder (removed when the run ends). The key of each stored split is the data
 (token ids), the tokenizer settings and the frozen prefix (depth and a fingerprint
 of its weights); a change to any of them invalidates it.
+
+Shared across a sweep: ``SharedPrefix`` runs the pristine backbone once over a
+sweep's data and keeps the input of every layer its members need, under the same
+keys. A run's cache borrows a store whose key matches instead of building it (and
+still checks its first batch against its own full forward); there is one path for
+"cached prefix or full model", ``FrozenPrefixCache.logits``. Depth 0 (only the
+embeddings frozen) stays uncached there too: replaying from the embeddings' output
+saves only an embedding lookup.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ further member starts; members that never started stay in ``members`` with statu
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 import threading
@@ -103,9 +104,9 @@ def make_variants(depths: list[int] | str | None, presets: list, n_layers: int) 
 
 
 def member_config(base: ExperimentConfig, variant: Variant, seed: int, data_seed: int) -> ExperimentConfig:
+    """The base config with this variant's freeze section, this seed, and the sweep's data seed."""
     data = base.to_dict()
-    label = f"{base.name or 'sweep'}"[:50]
-    data["name"] = f"{label} {variant.name} seed {seed}"[:80]
+    data["name"] = f"{(base.name or 'sweep')[:50]} {variant.name} seed {seed}"[:80]
     data["freeze"] = variant.freeze
     data["training"] = {**data["training"], "seed": seed, "data_seed": data_seed}
     try:
@@ -115,11 +116,13 @@ def member_config(base: ExperimentConfig, variant: Variant, seed: int, data_seed
 
 
 def new_sweep_id(root: Path, base: ExperimentConfig) -> str:
+    """Shaped like a run id (RUN_ID): time, then a slug of the name."""
     slug = re.sub(r"[^A-Za-z0-9]+", "-", base.name or "sweep").strip("-").lower()[:40] or "sweep"
-    sweep_id, n = f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}", 1
+    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}"
+    sweep_id, n = stem, 1
     while (root / sweep_id).exists():
         n += 1
-        sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}-{n}"
+        sweep_id = f"{stem}-{n}"
     return sweep_id
 
 
@@ -330,8 +333,6 @@ def load_sweep(runs_dir: str | Path, sweep_id: str) -> dict:
         raise RunError(f"invalid sweep id {sweep_id!r}: use letters, digits, '.', '-' and '_'")
     path = sweeps_root(runs_dir) / sweep_id / SWEEP_FILE
     try:
-        import json
-
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RunError(f"no sweep {sweep_id!r} in {sweeps_root(runs_dir)}") from None
