@@ -23,6 +23,7 @@ from core.freezing import FreezeError
 from core.locks import BusyError
 from core.runs import RunError, RunStore
 
+SWEEP_FOLDER = "sweep folder: "
 EXPECTED = (ConfigError, DataError, BackboneError, FreezeError, DeviceError, BusyError, RunError)
 
 
@@ -123,11 +124,16 @@ def cmd_sweep(args) -> int:
     RunStore(args.runs_dir).check_writable()
     stop = threading.Event()
     folder = {}
+
+    def started(path) -> None:  # on stderr at once, so a caller (the page) can follow sweep.json live
+        folder["path"] = path
+        print(f"{SWEEP_FOLDER}{path}", file=sys.stderr, flush=True)
+
     with stop_on_signals(stop):
         record = run_sweep(config, depths, presets, args.seeds, args.runs_dir, stop, on_member=print_member,
-                           on_start=lambda path: folder.setdefault("path", path))
+                           on_start=started, on_run=announce)
     print_table(record)
-    print(f"sweep folder: {folder['path']}")
+    print(f"{SWEEP_FOLDER}{folder['path']}")
     return 0 if record["status"] == "finished" else 1
 
 

@@ -38,7 +38,7 @@ from core.config import ConfigError, ExperimentConfig, parse_config
 from core.data import DataError, TaskData
 from core.device import DeviceError
 from core.freezing import FreezeError, apply_plan, check_plan
-from core.runs import RUN_ID, RunError, RunStore, atomic_write_json
+from core.runs import RUN_ID, Run, RunError, RunStore, atomic_write_json
 
 DONE = ("finished", "evaluated")
 NOT_STARTED = "not started"
@@ -136,11 +136,12 @@ def sweeps_root(runs_dir: str | Path) -> Path:
 def run_sweep(base: ExperimentConfig, depths: list[int] | str | None = None, presets: list | tuple = (),
               seeds: int = 1, runs_dir: str | Path = "runs", stop: threading.Event | None = None,
               subscribers: list | None = None, on_member: Callable[[dict, dict], None] | None = None,
-              on_start: Callable[[Path], None] | None = None) -> dict:
+              on_start: Callable[[Path], None] | None = None, on_run: Callable[[Run], None] | None = None) -> dict:
     """Validate everything, then train every member; returns the final sweep.json content.
 
-    ``on_member(member, summary)`` is told each member's outcome as it ends; ``on_start``
-    the sweep folder once it exists. Raises a one-line error before the first member.
+    ``on_start`` is told the sweep folder once it exists, ``on_run`` each member's run as
+    soon as it exists (to follow it live), ``on_member(member, summary)`` each member's
+    outcome as it ends. Raises a one-line error before the first member.
     The training lock is held from the first check to the last member: one queue.
     """
     from core.device import resolve_device
@@ -151,7 +152,7 @@ def run_sweep(base: ExperimentConfig, depths: list[int] | str | None = None, pre
     RunStore(runs_dir).check_writable()
     with training_lock(resolve_device(base.training.device), queue=True):
         plan = plan_sweep(base, depths, list(presets), seeds, runs_dir)
-        return execute(plan, runs_dir, stop or threading.Event(), subscribers, on_member, on_start)
+        return execute(plan, runs_dir, stop or threading.Event(), subscribers, on_member, on_start, on_run)
 
 
 @dataclass
@@ -191,7 +192,7 @@ def plan_sweep(base: ExperimentConfig, depths, presets: list, seeds: int, runs_d
     return SweepPlan(base, probe, probe.tasks, variants, seed_list, data_seed, configs, needs)
 
 
-def execute(plan: SweepPlan, runs_dir, stop: threading.Event, subscribers, on_member, on_start) -> dict:
+def execute(plan: SweepPlan, runs_dir, stop: threading.Event, subscribers, on_member, on_start, on_run) -> dict:
     """Build the shared prefix, then run the members one after another, saving sweep.json after each."""
     from core.cache import SharedPrefix
     from core.training import cache_settings, encode_splits
@@ -220,6 +221,12 @@ def execute(plan: SweepPlan, runs_dir, stop: threading.Event, subscribers, on_me
                                         **{f"val/{n}": s.ids for n, s in val.items()}},
                           cache_settings(probe), plan.needs, folder, probe.device)
     plan.probe = probe = None  # after the shared pass the members load their own fresh weights
+
+    def started(run: Run) -> None:  # sweep.json names the running member at once
+        save(folder, record, store)
+        if on_run:
+            on_run(run)
+
     try:
         shared.build()
         record["shared_prefix"] = shared.info()
@@ -227,7 +234,7 @@ def execute(plan: SweepPlan, runs_dir, stop: threading.Event, subscribers, on_me
             if stop.is_set():
                 break
             run_member(member, plan.configs[(member["variant"], member["seed"])], plan.tasks, sweep_id, shared,
-                       runs_dir, stop, subscribers)
+                       runs_dir, stop, subscribers, started)
             save(folder, record, store)
             if on_member:
                 on_member(member, store.get(member["run_id"]).summary() if member["run_id"] else {})
@@ -242,13 +249,15 @@ def execute(plan: SweepPlan, runs_dir, stop: threading.Event, subscribers, on_me
 
 
 def run_member(member: dict, config: ExperimentConfig, tasks: dict[str, TaskData], sweep_id: str, shared,
-               runs_dir, stop, subscribers) -> None:
+               runs_dir, stop, subscribers, on_run=None) -> None:
     """Prepare (fresh pretrained weights, the sweep's data) and train one member; its outcome goes into ``member``."""
     from core.training import prepare, run_experiment
 
     def named(run) -> None:
         run.update_summary(sweep=sweep_id, seed=config.training.seed)
         member["run_id"] = run.id
+        if on_run:
+            on_run(run)
 
     member["status"] = "running"
     try:
@@ -322,6 +331,40 @@ def majority_accuracy(task: TaskData) -> float:
 def reference_lines(tasks: dict[str, TaskData]) -> dict[str, float]:
     """Per task, the accuracy a model reaches by always guessing the majority class (a chart's floor)."""
     return {name: majority_accuracy(task) for name, task in tasks.items()}
+
+
+def untrained_reference(config: ExperimentConfig) -> dict[str, float]:
+    """Per task, the validation accuracy with everything frozen and the heads at their random start.
+
+    Runs one scenario1 evaluation (in a scratch runs folder, through the usual Trainer)
+    and remembers it per backbone, pooling, seed, max length and validation data.
+    """
+    import hashlib
+    import shutil
+    import tempfile
+
+    from core.child import cache_dir, read_remembered, remember
+    from core.data import load_tasks
+    from core.training import run_experiment, validation_fingerprint
+
+    data_seed = config.training.seed if config.training.data_seed is None else config.training.data_seed
+    config = member_config(config, Variant("untrained", {"preset": "scenario1"}), config.training.seed, data_seed)
+    key = json.dumps([config.backbone, config.pooling, config.training.seed, config.training.max_length,
+                      {n: validation_fingerprint(t) for n, t in load_tasks(config).items()}])
+    path = cache_dir() / f"untrained-{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+    remembered = read_remembered(path)
+    if remembered is not None:
+        return remembered
+    scratch = Path(tempfile.mkdtemp(prefix="freeze-lab-untrained-"))
+    try:
+        summary = run_experiment(config, scratch).summary()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if summary["status"] != "evaluated":
+        raise RunError(f"the untrained reference could not be measured: {summary.get('message')}")
+    result = {task: m["accuracy"] for task, m in summary["tasks"].items()}
+    remember(path, result)
+    return result
 
 
 # ---- reading sweeps back (for the page and compare) --------------------------------------
