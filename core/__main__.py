@@ -15,7 +15,7 @@ import threading
 from contextlib import contextmanager
 
 from core.backbones import BackboneError
-from core.child import RUN_FOLDER
+from core.child import RUN_FOLDER, SWEEP_FOLDER
 from core.config import ConfigError, load_config, parse_config_text
 from core.data import DataError
 from core.device import DeviceError
@@ -23,7 +23,6 @@ from core.freezing import FreezeError
 from core.locks import BusyError
 from core.runs import RunError, RunStore
 
-SWEEP_FOLDER = "sweep folder: "
 EXPECTED = (ConfigError, DataError, BackboneError, FreezeError, DeviceError, BusyError, RunError)
 
 
@@ -46,6 +45,7 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--config", required=True, help="YAML or JSON experiment config ('-': read it from stdin)")
     train.add_argument("--runs-dir", default="runs", help="where runs are stored (default: runs)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--owner", help="who started the run, kept in its summary (the page passes its visitor's id)")
     train.set_defaults(command=cmd_train)
     sweep = sub.add_parser("sweep", help="train one config at several freeze depths or presets, and seeds")
     sweep.add_argument("--config", required=True, help="the base YAML or JSON config ('-': stdin)")
@@ -55,6 +55,7 @@ def parser() -> argparse.ArgumentParser:
                                          "(scenario3:<task>, lower_k:<k>, parts:embeddings+layer.0)")
     sweep.add_argument("--seeds", type=positive, default=1, help="seeds per variant: base seed, +1, ... (default 1)")
     sweep.add_argument("--runs-dir", default="runs", help="where runs are stored (default: runs)")
+    sweep.add_argument("--owner", help="who started the sweep, kept in its members' summaries")
     sweep.set_defaults(command=cmd_sweep)
     compare = sub.add_parser("compare", help="is the accuracy difference between two runs or variants real?")
     compare.add_argument("a", help="a run id, SWEEP:VARIANT, or comma-separated run ids")
@@ -92,7 +93,8 @@ def cmd_train(args) -> int:
         print(f"backbone {config.backbone}: {experiment.params['trainable']:,} of {experiment.params['total']:,} "
               f"parameters trainable; frozen: {', '.join(experiment.plan.frozen) or 'nothing'}", file=sys.stderr)
         bar = None if args.quiet else ProgressBar()
-        run = run_experiment(config, args.runs_dir, [bar] if bar else [], stop, experiment, on_run=announce)
+        run = run_experiment(config, args.runs_dir, [bar] if bar else [], stop, experiment,
+                             on_run=lambda run: announce(run, args.owner))
         if bar:
             bar.close()
     summary = run.summary()
@@ -124,17 +126,19 @@ def cmd_sweep(args) -> int:
     RunStore(args.runs_dir).check_writable()
     stop = threading.Event()
     folder = {}
-
-    def started(path) -> None:  # on stderr at once, so a caller (the page) can follow sweep.json live
-        folder["path"] = path
-        print(f"{SWEEP_FOLDER}{path}", file=sys.stderr, flush=True)
-
     with stop_on_signals(stop):
         record = run_sweep(config, depths, presets, args.seeds, args.runs_dir, stop, on_member=print_member,
-                           on_start=started, on_run=announce)
+                           on_start=lambda path: announce_sweep(folder, path),
+                           on_run=lambda run: announce(run, args.owner))
     print_table(record)
     print(f"{SWEEP_FOLDER}{folder['path']}")
     return 0 if record["status"] == "finished" else 1
+
+
+def announce_sweep(folder: dict, path) -> None:
+    """The sweep folder exists: say where at once on stderr (the page follows it), and keep it for the last line."""
+    folder["path"] = path
+    print(f"{SWEEP_FOLDER}{path}", file=sys.stderr, flush=True)
 
 
 def print_member(member: dict, summary: dict) -> None:
@@ -176,9 +180,10 @@ def cmd_compare(args) -> int:
     return 0
 
 
-def announce(run) -> None:
-    """The run exists: record that SIGTERM stops it cleanly (so a restarted page may send it), and say where."""
-    run.update_summary(stop_by_signal=True)
+def announce(run, owner: str | None = None) -> None:
+    """The run exists: record who started it and that SIGTERM stops it cleanly (so a restarted page may send
+    it), and say where."""
+    run.update_summary(stop_by_signal=True, **({"owner": owner} if owner else {}))
     print(f"{RUN_FOLDER}{run.path}", file=sys.stderr, flush=True)
 
 

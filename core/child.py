@@ -21,7 +21,8 @@ from importlib import metadata
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
-RUN_FOLDER = "run folder: "  # ``train`` prints this on stderr once the run exists, so a caller can follow it
+RUN_FOLDER = "run folder: "  # ``train`` (and ``sweep``, per member) prints this on stderr once the run exists
+SWEEP_FOLDER = "sweep folder: "  # ``sweep`` prints this on stderr once its folder exists, and last on stdout
 
 
 def core_command(*args: str) -> list[str]:

@@ -136,12 +136,12 @@ def sweeps_root(runs_dir: str | Path) -> Path:
 def run_sweep(base: ExperimentConfig, depths: list[int] | str | None = None, presets: list | tuple = (),
               seeds: int = 1, runs_dir: str | Path = "runs", stop: threading.Event | None = None,
               subscribers: list | None = None, on_member: Callable[[dict, dict], None] | None = None,
-              on_start: Callable[[Path], None] | None = None, on_run: Callable[[Run], None] | None = None) -> dict:
+              on_start: Callable[[Path], None] | None = None, on_run: Callable | None = None) -> dict:
     """Validate everything, then train every member; returns the final sweep.json content.
 
-    ``on_start`` is told the sweep folder once it exists, ``on_run`` each member's run as
-    soon as it exists (to follow it live), ``on_member(member, summary)`` each member's
-    outcome as it ends. Raises a one-line error before the first member.
+    ``on_member(member, summary)`` is told each member's outcome as it ends; ``on_start``
+    the sweep folder once it exists; ``on_run(run)`` each member's run as soon as it exists
+    (so a caller can follow it live). Raises a one-line error before the first member.
     The training lock is held from the first check to the last member: one queue.
     """
     from core.device import resolve_device
@@ -192,7 +192,8 @@ def plan_sweep(base: ExperimentConfig, depths, presets: list, seeds: int, runs_d
     return SweepPlan(base, probe, probe.tasks, variants, seed_list, data_seed, configs, needs)
 
 
-def execute(plan: SweepPlan, runs_dir, stop: threading.Event, subscribers, on_member, on_start, on_run) -> dict:
+def execute(plan: SweepPlan, runs_dir, stop: threading.Event, subscribers, on_member, on_start,
+            on_run=None) -> dict:
     """Build the shared prefix, then run the members one after another, saving sweep.json after each."""
     from core.cache import SharedPrefix
     from core.training import cache_settings, encode_splits
@@ -221,12 +222,7 @@ def execute(plan: SweepPlan, runs_dir, stop: threading.Event, subscribers, on_me
                                         **{f"val/{n}": s.ids for n, s in val.items()}},
                           cache_settings(probe), plan.needs, folder, probe.device)
     plan.probe = probe = None  # after the shared pass the members load their own fresh weights
-
-    def started(run: Run) -> None:  # sweep.json names the running member at once
-        save(folder, record, store)
-        if on_run:
-            on_run(run)
-
+    on_run = saved_first(folder, record, store, on_run)  # sweep.json names the running member at once
     try:
         shared.build()
         record["shared_prefix"] = shared.info()
@@ -234,7 +230,7 @@ def execute(plan: SweepPlan, runs_dir, stop: threading.Event, subscribers, on_me
             if stop.is_set():
                 break
             run_member(member, plan.configs[(member["variant"], member["seed"])], plan.tasks, sweep_id, shared,
-                       runs_dir, stop, subscribers, started)
+                       runs_dir, stop, subscribers, on_run)
             save(folder, record, store)
             if on_member:
                 on_member(member, store.get(member["run_id"]).summary() if member["run_id"] else {})
@@ -267,6 +263,16 @@ def run_member(member: dict, config: ExperimentConfig, tasks: dict[str, TaskData
         member["status"] = run.status
     except MEMBER_ERRORS as error:  # e.g. a data file changed meanwhile: this member fails, the next one runs
         member["status"], member["message"] = "failed", str(error)
+
+
+def saved_first(folder: Path, record: dict, store: RunStore, then: Callable | None) -> Callable:
+    """A member's on_run: rewrite sweep.json (which now names the running member), then tell ``then``."""
+    def started(run: Run) -> None:
+        save(folder, record, store)
+        if then:
+            then(run)
+
+    return started
 
 
 def save(folder: Path, record: dict, store: RunStore) -> None:
