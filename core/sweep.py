@@ -224,7 +224,7 @@ def execute(plan: SweepPlan, runs_dir, stop: threading.Event, subscribers, on_me
     plan.probe = probe = None  # after the shared pass the members load their own fresh weights
     on_run = saved_first(folder, record, store, on_run)  # sweep.json names the running member at once
     try:
-        shared.build()
+        shared.build(stop)
         record["shared_prefix"] = shared.info()
         for member in record["members"]:
             if stop.is_set():

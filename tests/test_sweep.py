@@ -98,6 +98,14 @@ def test_a_stopped_sweep_keeps_its_finished_members(tiny_bert, small_config, tmp
     assert load_sweep(tmp_path, record["sweep_id"])["members"] == record["members"]
 
 
+def test_a_stop_during_the_shared_pass_starts_no_member(tiny_bert, small_config, tmp_path):
+    stop = threading.Event()
+    stop.set()
+    record = run_sweep(small_config(tiny_bert), [1, 2], runs_dir=tmp_path, stop=stop)
+    assert record["status"] == "stopped" and [m["status"] for m in record["members"]] == ["not started"] * 2
+    assert RunStore(tmp_path).list() == [] and not any(tmp_path.glob("sweeps/*/prefix_cache"))
+
+
 def test_shared_states_equal_the_per_run_capture(tiny_backbone_factory):
     for kind in ("bert", "distilbert"):
         model, tokenizer = tiny_model(tiny_backbone_factory(kind))
