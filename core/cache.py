@@ -22,6 +22,14 @@ Storage: GPU memory when it fits, else CPU memory, else a memory-mapped file in 
 run folder (removed when the run ends). The key of each stored split is the data
 (token ids), the tokenizer settings and the frozen prefix (depth and a fingerprint
 of its weights); a change to any of them invalidates it.
+
+Shared across a sweep: ``SharedPrefix`` runs the pristine backbone once over a
+sweep's data and keeps the input of every layer its members need, under the same
+keys. A run's cache borrows a store whose key matches instead of building it (and
+still checks its first batch against its own full forward); there is one path for
+"cached prefix or full model", ``FrozenPrefixCache.logits``. Depth 0 (only the
+embeddings frozen) stays uncached there too: replaying from the embeddings' output
+saves only an embedding lookup.
 """
 
 from __future__ import annotations
@@ -545,8 +553,8 @@ class SharedPrefix:
     def lookup(self, key: str) -> _Store | None:
         return self.stores.get(key)
 
-    def build(self) -> None:
-        """One pass over every split; fills a store per (split, depth)."""
+    def build(self, stop=None) -> None:
+        """One pass over every split; fills a store per (split, depth). A set ``stop`` ends it early."""
         if not self.needs:
             return
         began = time.perf_counter()
@@ -559,13 +567,13 @@ class SharedPrefix:
         self.model.eval()
         try:
             for name, ids in self.splits.items():
-                self.build_split(name, ids)
+                self.build_split(name, ids, stop)
         finally:
             self.model.train(was_training)
             self.build_seconds += time.perf_counter() - began
         self.model = None  # built: the model may be freed
 
-    def build_split(self, name: str, ids: list[list[int]]) -> None:
+    def build_split(self, name: str, ids: list[list[int]], stop=None) -> None:
         from core.batching import collate
 
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
@@ -576,6 +584,8 @@ class SharedPrefix:
             stores[(depth, kind)] = self.stores[key] = _Store(key, ids, kind, self.storage, path, self.device)
         order = sorted(range(len(ids)), key=lambda r: len(ids[r]))  # similar lengths: little padding
         for start in range(0, len(order), self.batch_size):
+            if stop is not None and stop.is_set():  # the sweep stops before its first member
+                return
             rows = order[start:start + self.batch_size]
             input_ids, mask = collate([ids[r] for r in rows], self.pad_id if isinstance(self.pad_id, int) else 0)
             with torch.no_grad(), self.autocast():

@@ -24,6 +24,7 @@ further member starts; members that never started stay in ``members`` with statu
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 import threading
@@ -37,7 +38,7 @@ from core.config import ConfigError, ExperimentConfig, parse_config
 from core.data import DataError, TaskData
 from core.device import DeviceError
 from core.freezing import FreezeError, apply_plan, check_plan
-from core.runs import RUN_ID, RunError, RunStore, atomic_write_json
+from core.runs import RUN_ID, Run, RunError, RunStore, atomic_write_json
 
 DONE = ("finished", "evaluated")
 NOT_STARTED = "not started"
@@ -103,9 +104,9 @@ def make_variants(depths: list[int] | str | None, presets: list, n_layers: int) 
 
 
 def member_config(base: ExperimentConfig, variant: Variant, seed: int, data_seed: int) -> ExperimentConfig:
+    """The base config with this variant's freeze section, this seed, and the sweep's data seed."""
     data = base.to_dict()
-    label = f"{base.name or 'sweep'}"[:50]
-    data["name"] = f"{label} {variant.name} seed {seed}"[:80]
+    data["name"] = f"{(base.name or 'sweep')[:50]} {variant.name} seed {seed}"[:80]
     data["freeze"] = variant.freeze
     data["training"] = {**data["training"], "seed": seed, "data_seed": data_seed}
     try:
@@ -115,11 +116,13 @@ def member_config(base: ExperimentConfig, variant: Variant, seed: int, data_seed
 
 
 def new_sweep_id(root: Path, base: ExperimentConfig) -> str:
+    """Shaped like a run id (RUN_ID): time, then a slug of the name."""
     slug = re.sub(r"[^A-Za-z0-9]+", "-", base.name or "sweep").strip("-").lower()[:40] or "sweep"
-    sweep_id, n = f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}", 1
+    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}"
+    sweep_id, n = stem, 1
     while (root / sweep_id).exists():
         n += 1
-        sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}-{n}"
+        sweep_id = f"{stem}-{n}"
     return sweep_id
 
 
@@ -219,8 +222,9 @@ def execute(plan: SweepPlan, runs_dir, stop: threading.Event, subscribers, on_me
                                         **{f"val/{n}": s.ids for n, s in val.items()}},
                           cache_settings(probe), plan.needs, folder, probe.device)
     plan.probe = probe = None  # after the shared pass the members load their own fresh weights
+    on_run = saved_first(folder, record, store, on_run)  # sweep.json names the running member at once
     try:
-        shared.build()
+        shared.build(stop)
         record["shared_prefix"] = shared.info()
         for member in record["members"]:
             if stop.is_set():
@@ -261,6 +265,16 @@ def run_member(member: dict, config: ExperimentConfig, tasks: dict[str, TaskData
         member["status"] = run.status
     except MEMBER_ERRORS as error:  # e.g. a data file changed meanwhile: this member fails, the next one runs
         member["status"], member["message"] = "failed", str(error)
+
+
+def saved_first(folder: Path, record: dict, store: RunStore, then: Callable | None) -> Callable:
+    """A member's on_run: rewrite sweep.json (which now names the running member), then tell ``then``."""
+    def started(run: Run) -> None:
+        save(folder, record, store)
+        if then:
+            then(run)
+
+    return started
 
 
 def save(folder: Path, record: dict, store: RunStore) -> None:
@@ -327,6 +341,40 @@ def reference_lines(tasks: dict[str, TaskData]) -> dict[str, float]:
     return {name: majority_accuracy(task) for name, task in tasks.items()}
 
 
+def untrained_reference(config: ExperimentConfig) -> dict[str, float]:
+    """Per task, the validation accuracy with everything frozen and the heads at their random start.
+
+    Runs one scenario1 evaluation (in a scratch runs folder, through the usual Trainer)
+    and remembers it per backbone, pooling, seed, max length and validation data.
+    """
+    import hashlib
+    import shutil
+    import tempfile
+
+    from core.child import cache_dir, read_remembered, remember
+    from core.data import load_tasks
+    from core.training import run_experiment, validation_fingerprint
+
+    data_seed = config.training.seed if config.training.data_seed is None else config.training.data_seed
+    config = member_config(config, Variant("untrained", {"preset": "scenario1"}), config.training.seed, data_seed)
+    key = json.dumps([config.backbone, config.pooling, config.training.seed, config.training.max_length,
+                      {n: validation_fingerprint(t) for n, t in load_tasks(config).items()}])
+    path = cache_dir() / f"untrained-{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+    remembered = read_remembered(path)
+    if remembered is not None:
+        return remembered
+    scratch = Path(tempfile.mkdtemp(prefix="freeze-lab-untrained-"))
+    try:
+        summary = run_experiment(config, scratch).summary()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if summary["status"] != "evaluated":
+        raise RunError(f"the untrained reference could not be measured: {summary.get('message')}")
+    result = {task: m["accuracy"] for task, m in summary["tasks"].items()}
+    remember(path, result)
+    return result
+
+
 # ---- reading sweeps back (for the page and compare) --------------------------------------
 
 
@@ -336,8 +384,6 @@ def load_sweep(runs_dir: str | Path, sweep_id: str) -> dict:
         raise RunError(f"invalid sweep id {sweep_id!r}: use letters, digits, '.', '-' and '_'")
     path = sweeps_root(runs_dir) / sweep_id / SWEEP_FILE
     try:
-        import json
-
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RunError(f"no sweep {sweep_id!r} in {sweeps_root(runs_dir)}") from None

@@ -98,6 +98,14 @@ def test_a_stopped_sweep_keeps_its_finished_members(tiny_bert, small_config, tmp
     assert load_sweep(tmp_path, record["sweep_id"])["members"] == record["members"]
 
 
+def test_a_stop_during_the_shared_pass_starts_no_member(tiny_bert, small_config, tmp_path):
+    stop = threading.Event()
+    stop.set()
+    record = run_sweep(small_config(tiny_bert), [1, 2], runs_dir=tmp_path, stop=stop)
+    assert record["status"] == "stopped" and [m["status"] for m in record["members"]] == ["not started"] * 2
+    assert RunStore(tmp_path).list() == [] and not any(tmp_path.glob("sweeps/*/prefix_cache"))
+
+
 def test_shared_states_equal_the_per_run_capture(tiny_backbone_factory):
     for kind in ("bert", "distilbert"):
         model, tokenizer = tiny_model(tiny_backbone_factory(kind))
@@ -161,10 +169,13 @@ def test_cli_sweep_prints_a_table_and_the_folder_last(tiny_bert, small_config, t
     config = write_config(tmp_path / "base.yaml", small_config(tiny_bert, name="cli"))
     code = main(["sweep", "--config", config, "--depths", "3", "--presets", "scenario2,scenario1",
                  "--runs-dir", str(tmp_path / "runs")])
-    out = capsys.readouterr().out.strip().splitlines()
+    captured = capsys.readouterr()
+    out, err = captured.out.strip().splitlines(), captured.err.splitlines()
     assert code == 0, out
     folder = Path(out[-1].removeprefix("sweep folder: "))
     assert out[-1].startswith("sweep folder: ") and (folder / "sweep.json").is_file()
+    assert f"sweep folder: {folder}" in err  # at once, for a caller following it live
+    assert len([line for line in err if line.startswith("run folder: ")]) == 3
     record = json.loads((folder / "sweep.json").read_text(encoding="utf-8"))
     assert [m["status"] for m in record["members"]] == ["finished", "finished", "evaluated"]
     assert record["recovery"] == {}  # neither 'none' nor depth 0: no full end to measure against
@@ -224,3 +235,17 @@ def test_a_sweep_waits_for_no_one_and_lets_no_one_in(tiny_bert, small_config, tm
     record = run_sweep(small_config(tiny_bert, training={"device": "cpu"}), [3, 2], runs_dir=tmp_path,
                        on_member=between_members)
     assert record["status"] == "finished" and seen == ["finished", "finished"]
+
+
+def test_reference_lines_majority_and_untrained(tiny_bert, small_config, monkeypatch):
+    from core import training
+    from core.data import load_tasks
+    from core.sweep import reference_lines, untrained_reference
+
+    config = small_config(tiny_bert)
+    majority = reference_lines(load_tasks(config))
+    assert majority == {"topic": 0.25, "sentiment": pytest.approx(8 / 24)}  # balanced demo slices
+    first = untrained_reference(config)
+    assert set(first) == {"topic", "sentiment"} and all(0 <= a <= 1 for a in first.values())
+    monkeypatch.setattr(training.Trainer, "run", lambda self: pytest.fail("remembered, so not run again"))
+    assert untrained_reference(config) == first
