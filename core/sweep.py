@@ -226,6 +226,8 @@ def execute(plan: SweepPlan, runs_dir, stop: threading.Event, subscribers, on_me
     try:
         shared.build(stop)
         record["shared_prefix"] = shared.info()
+        if not stop.is_set():
+            record["reference"]["untrained_accuracy"] = untrained_or_none(plan.base)
         for member in record["members"]:
             if stop.is_set():
                 break
@@ -373,6 +375,14 @@ def untrained_reference(config: ExperimentConfig) -> dict[str, float]:
     result = {task: m["accuracy"] for task, m in summary["tasks"].items()}
     remember(path, result)
     return result
+
+
+def untrained_or_none(config: ExperimentConfig) -> dict[str, float] | None:
+    """``untrained_reference`` for the sweep's record; None when it cannot be measured (the sweep goes on)."""
+    try:
+        return untrained_reference(config)
+    except MEMBER_ERRORS:
+        return None
 
 
 # ---- reading sweeps back (for the page and compare) --------------------------------------

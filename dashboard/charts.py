@@ -114,9 +114,9 @@ def top_quarter_depth(n_layers: int) -> int:
     return sum(p.startswith("layer.") for p in preset_plan("top_quarter", parts).frozen)
 
 
-def sweep_figure(table: list[dict], task: str, n_layers: int, majority: float | None = None) -> go.Figure:
+def sweep_figure(table: list[dict], task: str, n_layers: int, references: dict[str, float] | None = None) -> go.Figure:
     """Accuracy (mean over seeds, error bars: one standard deviation) against the number of frozen layers,
-    with the top-quarter point marked and the majority-class accuracy as the floor."""
+    with the top-quarter point marked and reference lines (the majority class, the untrained model)."""
     rows = sorted((r for r in table if r.get("depth") is not None and task in r["tasks"]), key=lambda r: r["depth"])
     fig = go.Figure()
     fig.add_trace(go.Scatter(
@@ -128,13 +128,18 @@ def sweep_figure(table: list[dict], task: str, n_layers: int, majority: float | 
     quarter = top_quarter_depth(n_layers)
     fig.add_vline(x=quarter, line={"dash": "dash", "color": PALETTE[2]},
                   annotation_text="top quarter trains", annotation_position="top")
-    if majority is not None:
-        fig.add_hline(y=majority, line={"dash": "dot", "color": "#888"}, annotation_text="majority class",
-                      annotation_position="bottom right")
+    add_references(fig, references)
     fig.update_layout(title=f"{task}: accuracy against frozen layers", height=360, xaxis_title="frozen lower layers",
                       yaxis_title="validation accuracy", margin={"l": 10, "r": 10, "t": 40, "b": 10},
                       xaxis={"dtick": 1, "range": [-0.5, n_layers + 0.5]}, showlegend=False)
     return fig
+
+
+def add_references(fig: go.Figure, references: dict[str, float] | None) -> None:
+    """Dotted horizontal lines, each named where it ends: the floors a trained model should clear."""
+    for name, value in (references or {}).items():
+        fig.add_hline(y=value, line={"dash": "dot", "color": "#888"}, annotation_text=name,
+                      annotation_position="bottom right")
 
 
 def sweep_cost_figure(table: list[dict], n_layers: int) -> go.Figure:
@@ -219,10 +224,8 @@ def group_figure(groups: dict[str, list[list]], task: str, metric: str, x: str =
                                      fillcolor=color, opacity=0.2, hoverinfo="skip", showlegend=False))
         mode = "lines" if metric == "train_loss" else "lines+markers"
         fig.add_trace(go.Scatter(x=xs_shown, y=means_shown, name=label, mode=mode, line={"color": color}))
-    if metric in ("accuracy", "macro_f1"):
-        for name, value in (references or {}).items():
-            fig.add_hline(y=value, line={"dash": "dot", "color": "#888"}, annotation_text=name,
-                          annotation_position="bottom right")
+    if metric == "accuracy":
+        add_references(fig, references)
     titles = {"train_loss": "training loss", "loss": "validation loss", "accuracy": "validation accuracy",
               "macro_f1": "validation macro-F1"}
     fig.update_layout(title=f"{task}: {titles.get(metric, metric)}", height=360, hovermode="x unified",

@@ -90,15 +90,28 @@ def group_runs(runs) -> dict[str, list]:
     return named
 
 
-def majority_references(runs) -> dict[str, float]:
-    """Per task, the accuracy of always guessing the validation set's most common class (from a confusion
-    matrix: no model needed), as 'majority class'."""
+def references(runs) -> dict[str, dict[str, float]]:
+    """Per task, the floors a trained model should clear: always guessing the validation set's most common
+    class (from a confusion matrix: no model needed), and, for runs of a sweep, the untrained model the
+    sweep measured (everything frozen, heads at their random start)."""
+    from core.runs import RunError
+    from core.sweep import load_sweep
+
+    out: dict[str, dict[str, float]] = {}
     for run in runs:
-        tasks = run.summary().get("tasks", {})
-        if tasks:
-            return {task: max(map(sum, m["confusion"])) / max(1, sum(map(sum, m["confusion"])))
-                    for task, m in tasks.items() if m.get("confusion")}
-    return {}
+        summary = run.summary()
+        for task, m in summary.get("tasks", {}).items():
+            if m.get("confusion") and task not in out:
+                out[task] = {"majority class": max(map(sum, m["confusion"])) / max(1, sum(map(sum, m["confusion"])))}
+        if summary.get("sweep"):
+            try:
+                untrained = load_sweep(resources.run_store().root, summary["sweep"]).get("reference", {}).get(
+                    "untrained_accuracy") or {}
+            except RunError:
+                untrained = {}
+            for task, value in untrained.items():
+                out.setdefault(task, {}).setdefault("untrained model", value)
+    return out
 
 
 def compare_runs(runs, every_run) -> None:
@@ -116,11 +129,10 @@ def compare_runs(runs, every_run) -> None:
     events = {name: [r.events() for r in members] for name, members in groups.items()}
     tasks = sorted({t for runs_events in events.values() for ev in runs_events for t in charts.tasks_in(ev)})
     metric = st.session_state.compare_metric or "accuracy"
-    references = majority_references(runs)
+    floors = references(runs)
     for column, task in zip(st.columns(max(1, len(tasks))), tasks):
-        reference = {"majority class": references[task]} if task in references else {}
         column.plotly_chart(charts.group_figure(events, task, metric, st.session_state.compare_x,
-                                                st.session_state.compare_smoothing, reference),
+                                                st.session_state.compare_smoothing, floors.get(task)),
                             key=f"compare:{task}")
     cost_benefit(groups, tasks)
     repeat_with_seeds(groups, every_run)

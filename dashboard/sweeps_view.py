@@ -42,14 +42,21 @@ def sweeps_section() -> None:
 
 def draw_curves(results: dict, table: list[dict]) -> None:
     n_layers = results["n_layers"]
-    majority = (results.get("reference") or {}).get("majority_accuracy", {})
     tasks = list(table[0]["tasks"])
     if any(row.get("depth") is not None for row in table):
         for column, task in zip(st.columns(len(tasks)), tasks):
-            column.plotly_chart(charts.sweep_figure(table, task, n_layers, majority.get(task)),
+            column.plotly_chart(charts.sweep_figure(table, task, n_layers, references(results, task)),
                                 key=f"sweep:{task}")
         st.plotly_chart(charts.sweep_cost_figure(table, n_layers), key="sweep:cost")
     st.caption(charts.LEE_ET_AL)
+
+
+def references(results: dict, task: str) -> dict[str, float]:
+    """The sweep's floors for one task: always guessing the majority class, and the untrained model
+    (everything frozen, heads at their random start)."""
+    stored = results.get("reference") or {}
+    names = {"majority_accuracy": "majority class", "untrained_accuracy": "untrained model"}
+    return {label: stored[key][task] for key, label in names.items() if task in (stored.get(key) or {})}
 
 
 def draw_recovery(results: dict) -> None:

@@ -48,6 +48,8 @@ def test_the_sweep_view_draws_accuracy_against_frozen_layers_with_the_spread_ove
     assert {"sweep:topic", "sweep:sentiment", "sweep:cost"} <= set(charts)
     assert '"error_y"' in charts["sweep:topic"] and "top quarter trains" in charts["sweep:topic"]
     assert "majority class" in charts["sweep:topic"] and "trainable %" in charts["sweep:cost"]
+    untrained = record["reference"]["untrained_accuracy"]["topic"]  # everything frozen, heads at random start
+    assert "untrained model" in charts["sweep:topic"] and 0 <= untrained <= 1
     table = next(d.value for d in at.dataframe if "variant" in d.value.columns)
     assert list(table["variant"]) == ["depth 0", "depth 3"]
     mean = record["table"][0]["tasks"]["topic"]["accuracy_mean"]
@@ -68,6 +70,7 @@ def test_compare_groups_seeds_says_if_a_difference_is_real_and_draws_the_front(p
     assert "depths depth 0 (2 seeds)" in charts["compare:topic"]  # one mean line with its band per setup
     assert '"fill":"toself"' in charts["compare:topic"].replace(" ", "")
     assert "Pareto front" in charts["pareto:topic"]
+    assert "majority class" in charts["compare:topic"] and "untrained model" in charts["compare:topic"]
     verdict = next(d.value for d in at.dataframe if "setting or seed?" in d.value.columns)
     assert list(verdict.columns[:3]) == ["task", "depths depth 0", "depths depth 3"]
     assert all(p == "-" for p in verdict["differ on this data?"])  # several seeds a side: the seed test answers
