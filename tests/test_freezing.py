@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from core.backbones import load_backbone
-from core.freezing import (FreezeError, FreezePlan, apply_plan, count_parameters, freeze, frozen_parts,
-                           frozen_prefix_depth, unfreeze)
+from core.freezing import (FreezeError, FreezePlan, apply_plan, check_plan, count_parameters, freeze, frozen_parts,
+                           frozen_prefix_depth, trainable_parameters, unfreeze)
 from core.model import MultiTaskModel
 from core.presets import PRESETS, plan_from_config, preset_plan
 
@@ -86,6 +88,68 @@ def test_frozen_prefix_depth():
     assert frozen_prefix_depth(FreezePlan.of(["embeddings"]), 3) == 0
     assert frozen_prefix_depth(FreezePlan.of(["embeddings", "layer.0", "layer.2"]), 3) == 1
     assert frozen_prefix_depth(FreezePlan.of(["embeddings", "layer.0", "layer.1", "layer.2"]), 3) == 3
+
+
+# ---- accounting on random plans -----------------------------------------------------------
+
+PARTS = [*BACKBONE, "pooler", "head.topic", "head.sentiment"]
+
+
+@pytest.fixture(scope="module")
+def shared_model(tiny_bert):
+    """One model for every example: apply_plan sets every part, so no example sees the last one's state."""
+    backbone, _ = load_backbone(tiny_bert, pooling="cls")
+    return MultiTaskModel(backbone, LABELS, "cls", 0.1)
+
+
+@given(st.lists(st.sampled_from(PARTS), max_size=10))
+def test_trainable_plus_frozen_is_the_total_for_any_plan(shared_model, parts):
+    model = shared_model
+    counts = apply_plan(model, FreezePlan.of(parts))
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    assert counts["trainable"] == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert counts["trainable"] + frozen == counts["total"] == sum(p.numel() for p in model.parameters())
+    assert sum(v["total"] for v in counts["by_part"].values()) == counts["total"]
+    for part, row in counts["by_part"].items():
+        assert row["total"] > 0
+        assert row["trainable"] == (0 if part in parts else row["total"]), part
+    assert frozen_parts(model) == [p for p in PARTS if p in parts]  # model order, each once
+
+
+@given(st.sampled_from(["none", "scenario1", "scenario2", "scenario3", "lower_k", "top_quarter"]),
+       st.integers(0, 3), st.sampled_from(["topic", "sentiment"]), st.lists(st.sampled_from(PARTS), max_size=4))
+def test_a_config_plan_is_its_preset_plus_its_parts_in_model_order(preset, k, head, parts):
+    from core.config import FreezeConfig
+
+    config = FreezeConfig(preset=preset, k=k, head=head, parts=parts)
+    plan = plan_from_config(config, PARTS)
+    expected = set(preset_plan(preset, PARTS, k=k, head=head).frozen) | set(parts)
+    assert plan.frozen == tuple(p for p in PARTS if p in expected)
+
+
+def test_parts_the_model_lacks_stay_in_the_plan_so_the_check_can_name_them():
+    from core.config import FreezeConfig
+
+    plan = plan_from_config(FreezeConfig(parts=["layer.9", "embeddings", "layer.9"]), PARTS)
+    assert plan.frozen == ("embeddings", "layer.9")
+    with pytest.raises(FreezeError, match=r"unknown part\(s\) layer.9;"):
+        check_plan(plan, PARTS)
+
+
+def test_a_plan_lists_each_part_once_in_first_seen_order():
+    assert FreezePlan.of(["layer.1", "embeddings", "layer.1"]).frozen == ("layer.1", "embeddings")
+    assert FreezePlan.of(["a"]).union(FreezePlan.of(["b", "a"])).frozen == ("a", "b")
+
+
+def test_freezing_one_part_leaves_the_others_as_they_were(model):
+    freeze(model, "layer.1")
+    freeze(model, "head.sentiment")
+    assert frozen_parts(model) == ["layer.1", "head.sentiment"]
+    unfreeze(model, "layer.1")
+    assert frozen_parts(model) == ["head.sentiment"]
+    assert trainable_parameters(model) == [p for p in model.parameters() if p.requires_grad]
+    with pytest.raises(FreezeError):
+        unfreeze(model, "layer.5")
 
 
 # ---- training with each preset -----------------------------------------------------------
