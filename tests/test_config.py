@@ -110,3 +110,49 @@ def test_a_merge_key_may_be_overridden_by_the_keys_after_it():
                                "  b:\n    <<: *task\n    label_column: sentiment\n", "c.yaml")
     assert config.tasks["b"].train == "x.csv" and config.tasks["b"].label_column == "sentiment"
     assert config.tasks["a"].label_column == "topic"
+
+
+def test_config_files_that_cannot_be_read_say_why(tmp_path):
+    missing = tmp_path / "nowhere.yaml"
+    with pytest.raises(ConfigError) as caught:
+        load_config(missing)
+    assert str(caught.value) == f"{missing}: config file not found"
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(b"name: caf\xe9\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(latin)
+    assert str(caught.value) == (f"{latin}: the config is not UTF-8 text (byte 0xe9 at offset 9); "
+                                 "save it as UTF-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path)
+    assert str(caught.value) == f"{tmp_path}: cannot read the config (IsADirectoryError)"
+    utf8 = tmp_path / "ok.yaml"
+    utf8.write_text("name: café ✓\n", encoding="utf-8")
+    assert load_config(str(utf8)).name == "café ✓"  # a str path works too
+
+
+def test_yaml_syntax_errors_give_line_column_and_problem():
+    with pytest.raises(ConfigError) as caught:
+        parse_config_text("name: x\ntraining: [1,\n  epochs: 2\n", "c.yaml")
+    assert str(caught.value) == ("c.yaml: YAML syntax error at line 4, column 1: "
+                                 "expected ',' or ']', but got '<stream end>'")
+    with pytest.raises(ConfigError) as caught:
+        parse_config_text("training:\n  seed: 1\n  seed: 2\n", "c.yaml")
+    assert str(caught.value) == "c.yaml: YAML syntax error at line 3, column 3: the key 'seed' is given twice"
+    with pytest.raises(ConfigError, match="found unhashable key"):
+        parse_config_text("? [a, b]\n: 1\n", "c.yaml")
+
+
+def test_duplicate_keys_are_found_at_every_depth_and_after_a_merge():
+    with pytest.raises(ConfigError, match="the key 'train' is given twice"):
+        parse_config_text("tasks:\n  a:\n    train: x.csv\n    train: y.csv\n", "c.yaml")
+    with pytest.raises(ConfigError, match="the key 'label_column' is given twice"):
+        parse_config_text("tasks:\n  a: &t {train: x.csv}\n  b:\n    <<: *t\n    label_column: p\n"
+                          "    label_column: q\n", "c.yaml")
+
+
+def test_dump_keeps_the_documented_key_order():
+    text_form = dump_config(parse_config({"training": {"seed": 3}}))
+    keys = [line.split(":")[0] for line in text_form.splitlines() if not line.startswith(" ")]
+    assert keys == ["name", "backbone", "pooling", "head_dropout", "tasks", "freeze", "training", "init_from"]
+    assert ExperimentConfig().to_dict()["training"]["seed"] == 0
