@@ -222,3 +222,50 @@ def test_unknown_part_in_config_is_refused_before_a_run_exists(tiny_bert, small_
     with pytest.raises(FreezeError, match=r"unknown part\(s\) layer.9; valid parts: embeddings, layer.0"):
         prepare(config, tmp_path / "runs")
     assert not (tmp_path / "runs").exists()
+
+
+# ---- what the user reads when a plan is wrong ------------------------------------------------
+
+def freeze_error(call, *args, **kwargs) -> str:
+    with pytest.raises(FreezeError) as caught:
+        call(*args, **kwargs)
+    return str(caught.value)
+
+
+def test_preset_errors_say_exactly_what_is_allowed():
+    assert freeze_error(preset_plan, "lower_k", PARTS, k=4) == (
+        "lower_k needs k between 0 and 3 (the number of layers), not 4")
+    assert freeze_error(preset_plan, "lower_k", PARTS, k=-1).endswith("not -1")
+    assert freeze_error(preset_plan, "lower_k", PARTS) == "lower_k needs k between 0 and 3 (the number of layers), not None"
+    assert preset_plan("lower_k", PARTS, k=3).frozen == ("embeddings", "layer.0", "layer.1", "layer.2")
+    assert freeze_error(preset_plan, "scenario3", PARTS, head="style") == (
+        "scenario3 needs one of the heads topic, sentiment, not 'style'")
+    assert freeze_error(preset_plan, "scenario3", PARTS) == "scenario3 needs one of the heads topic, sentiment, not None"
+    assert freeze_error(preset_plan, "Scenario1", PARTS) == (
+        "unknown preset 'Scenario1'; presets: scenario1, scenario2, scenario3, lower_k, top_quarter, none")
+
+
+def test_check_plan_names_every_unknown_part_and_all_valid_ones():
+    assert freeze_error(check_plan, FreezePlan.of(["layer.7", "embeddings", "pooler2"]), ["embeddings", "layer.0"]) == (
+        "unknown part(s) layer.7, pooler2; valid parts: embeddings, layer.0")
+    check_plan(FreezePlan.of(["layer.0"]), ["embeddings", "layer.0"])  # a known part: no error
+
+
+def test_scenario2_keeps_the_pooler_with_the_backbone_when_there_is_one():
+    no_pooler = ["embeddings", "layer.0", "layer.1", "head.a", "head.b"]
+    assert preset_plan("scenario2", no_pooler).frozen == ("embeddings", "layer.0", "layer.1")
+    assert preset_plan("scenario1", no_pooler).frozen == tuple(no_pooler)
+    assert preset_plan("top_quarter", no_pooler).frozen == ("embeddings", "layer.0")
+
+
+def test_a_tensor_reachable_from_two_parts_is_counted_once_in_the_first():
+    shared, own = torch.nn.Linear(3, 2), torch.nn.Linear(2, 1)  # 8 and 3 parameters
+
+    class TwoParts:
+        def parts(self):
+            return {"first": [shared], "second": [shared, own]}
+
+    own.weight.requires_grad_(False)
+    counts = count_parameters(TwoParts())
+    assert counts == {"total": 11, "trainable": 9, "by_part": {"first": {"total": 8, "trainable": 8},
+                                                                "second": {"total": 3, "trainable": 1}}}
