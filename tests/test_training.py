@@ -259,7 +259,7 @@ def test_evaluation_scores_every_validation_example_once(tiny_bert, small_config
 
     config = small_config(tiny_bert, training={"batch_size": 5, "device": "cpu"})  # chunks of 10: 24 = 10+10+4
     trainer, seen = staged_trainer(config, tmp_path)
-    trainer.step = 3
+    trainer.step, trainer.steps_per_epoch = 3, 7  # mid-run, as the loop leaves them
     results = trainer.evaluate(final=True)
     assert trainer.model.training  # evaluation hands the model back in training mode
     model = trainer.x.model
@@ -278,4 +278,4 @@ def test_evaluation_scores_every_validation_example_once(tiny_bert, small_config
         assert got["labels"] == trainer.x.tasks[task].labels
     (event,) = [e for e in seen if isinstance(e, ev.EvalEvent)]
     assert event.final and event.step == 3 and event.tasks == results == trainer.last_eval
-    assert event.epoch == round(3 / trainer.steps_per_epoch, 4)
+    assert event.epoch == 0.4286  # 3 / 7 epochs, to 4 places
