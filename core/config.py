@@ -169,8 +169,14 @@ def parse_config_text(text: str, source: str) -> ExperimentConfig:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # safe: plain YAML types only, never Python objects
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or "syntax error"
+        if isinstance(error, yaml.reader.ReaderError):  # a control character: it has a position, not a mark
+            line_start = text.rfind("\n", 0, error.position) + 1
+            mark = yaml.Mark(source, error.position, text.count("\n", 0, error.position),
+                             error.position - line_start, None, None)
+            code = ord(error.character) if isinstance(error.character, str) else error.character
+            problem = f"unacceptable character #x{code:04x}: {error.reason}"
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{source}: YAML syntax error{where}: {problem}") from None
     return parse_config(data)
 

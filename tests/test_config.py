@@ -139,6 +139,10 @@ def test_yaml_syntax_errors_give_line_column_and_problem():
     with pytest.raises(ConfigError) as caught:
         parse_config_text("training:\n  seed: 1\n  seed: 2\n", "c.yaml")
     assert str(caught.value) == "c.yaml: YAML syntax error at line 3, column 3: the key 'seed' is given twice"
+    with pytest.raises(ConfigError) as caught:  # a control character, pasted by accident
+        parse_config_text("name: x\nbackbone: mini\x07lm\n", "c.yaml")
+    assert str(caught.value) == ("c.yaml: YAML syntax error at line 2, column 15: "
+                                 "unacceptable character #x0007: special characters are not allowed")
     with pytest.raises(ConfigError, match="found unhashable key"):
         parse_config_text("? [a, b]\n: 1\n", "c.yaml")
 
