@@ -325,3 +325,7 @@ def test_delete_refuses_only_a_run_that_is_still_training(tmp_path):
     live.update_summary(status="failed")  # its process is alive, but the run is over
     store.delete(live.id)
     assert not live.path.exists()
+    elsewhere = store.create(parse_config({"name": "elsewhere"}))
+    elsewhere.update_summary(host="another-host")  # our pid, but on another machine: not ours to wait for
+    store.delete(elsewhere.id)
+    assert not elsewhere.path.exists()
