@@ -253,12 +253,14 @@ def test_a_frozen_backbone_leaves_one_optimizer_group_the_heads(tiny_bert, small
     assert group["lr"] == 2e-3 and {id(p) for p in group["params"]} == {id(p) for p in trainer.x.model.heads.parameters()}
 
 
-def test_evaluation_scores_every_validation_example_once(tiny_bert, small_config, tmp_path):
+@pytest.mark.parametrize("freeze", [{}, {"preset": "lower_k", "k": 2}], ids=["uncached", "cached-prefix"])
+def test_evaluation_scores_every_validation_example_once(freeze, tiny_bert, small_config, tmp_path):
     from core.batching import collate
     from core.metrics import accuracy, confusion_matrix, macro_f1
 
-    config = small_config(tiny_bert, training={"batch_size": 5, "device": "cpu"})  # chunks of 10: 24 = 10+10+4
+    config = small_config(tiny_bert, freeze=freeze, training={"batch_size": 5, "device": "cpu"})  # chunks of 10
     trainer, seen = staged_trainer(config, tmp_path)
+    assert trainer.prefix_cache.active == bool(freeze)
     trainer.step, trainer.steps_per_epoch = 3, 7  # mid-run, as the loop leaves them
     results = trainer.evaluate(final=True)
     assert trainer.model.training  # evaluation hands the model back in training mode
@@ -275,7 +277,11 @@ def test_evaluation_scores_every_validation_example_once(tiny_bert, small_config
         assert got["confusion"] == matrix and sum(map(sum, matrix)) == len(split) == 24
         assert got["accuracy"] == accuracy(matrix) and got["macro_f1"] == macro_f1(matrix)
         assert got["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item(), rel=1e-4)
+
         assert got["labels"] == trainer.x.tasks[task].labels
-    (event,) = [e for e in seen if isinstance(e, ev.EvalEvent)]
+    if freeze:  # each validation example went through the frozen prefix once; a second evaluation reuses it
+        assert trainer.prefix_cache.stats["prefix_examples"] == 48 and trainer.prefix_cache.stats["hit_examples"] == 0
+        assert trainer.evaluate() == results and trainer.prefix_cache.stats["hit_examples"] == 48
+    (event, *_) = [e for e in seen if isinstance(e, ev.EvalEvent)]
     assert event.final and event.step == 3 and event.tasks == results == trainer.last_eval
     assert event.epoch == 0.4286  # 3 / 7 epochs, to 4 places
