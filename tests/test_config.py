@@ -160,3 +160,11 @@ def test_dump_keeps_the_documented_key_order():
     keys = [line.split(":")[0] for line in text_form.splitlines() if not line.startswith(" ")]
     assert keys == ["name", "backbone", "pooling", "head_dropout", "tasks", "freeze", "training", "init_from"]
     assert ExperimentConfig().to_dict()["training"]["seed"] == 0
+
+
+def test_a_config_file_with_bad_yaml_is_named_in_the_message(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("training: [1,\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"{path}: YAML syntax error at line 2, column 1: ")
