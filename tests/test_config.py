@@ -139,10 +139,13 @@ def test_yaml_syntax_errors_give_line_column_and_problem():
     with pytest.raises(ConfigError) as caught:
         parse_config_text("training:\n  seed: 1\n  seed: 2\n", "c.yaml")
     assert str(caught.value) == "c.yaml: YAML syntax error at line 3, column 3: the key 'seed' is given twice"
-    with pytest.raises(ConfigError) as caught:  # a control character, pasted by accident
-        parse_config_text("name: x\nbackbone: mini\x07lm\n", "c.yaml")
-    assert str(caught.value) == ("c.yaml: YAML syntax error at line 2, column 15: "
-                                 "unacceptable character #x0007: special characters are not allowed")
+    for text_form, place in [("name: x\n\ninit_from: a\nbackbone: mini\x07lm\nseed: 1\n", "line 4, column 15"),
+                             ("\nbackbone: \x1b\n", "line 2, column 11"), ("name: \x00", "line 1, column 7")]:
+        with pytest.raises(ConfigError) as caught:  # a control character, pasted by accident
+            parse_config_text(text_form, "c.yaml")
+        code = next(c for c in text_form if c in "\x00\x07\x1b")
+        assert str(caught.value) == (f"c.yaml: YAML syntax error at {place}: unacceptable character "
+                                     f"#x{ord(code):04x}: special characters are not allowed")
     with pytest.raises(ConfigError, match="found unhashable key"):
         parse_config_text("? [a, b]\n: 1\n", "c.yaml")
 
