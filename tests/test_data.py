@@ -281,6 +281,9 @@ def test_every_check_file_message_exactly(tmp_path):
     latin.write_bytes(b"text,label\ncaf\xe9,a\n")
     assert data_error(check_file, str(latin)) == (f"{latin}: the text is not UTF-8 (byte 0xe9 at offset 14); "
                                                  "save it as UTF-8")
+    one_byte = tmp_path / "one.csv"
+    one_byte.write_text("x", encoding="utf-8")
+    assert check_file(str(one_byte)) == one_byte  # short, but not empty
     upper = tmp_path / "DATA.CSV"  # the suffix is matched in any case
     upper.write_text("text,label\na,b\n", encoding="utf-8")
     assert check_file(str(upper)) == upper
@@ -303,10 +306,10 @@ def test_the_size_limit_is_in_mebibytes_and_inclusive(tmp_path, monkeypatch):
 
 def test_binary_data_is_looked_for_in_the_first_64_kib(tmp_path):
     early = tmp_path / "early.csv"
-    early.write_bytes(b"text,label\n" + b"a" * (65536 - 12) + b"\x00")
+    early.write_bytes(b"text,label\n" + b"a" * (65536 - 12) + b"\x00")  # the 65,536th byte
     assert data_error(check_file, str(early)) == f"{early}: this is not a text file (it holds binary data)"
     late = tmp_path / "late.csv"
-    late.write_bytes(b"text,label\n" + b"a" * 65536 + b"\x00")
+    late.write_bytes(b"text,label\n" + b"a" * (65536 - 11) + b"\x00")  # the 65,537th
     assert check_file(str(late)) == late  # NUL is valid UTF-8; only the start is sniffed
 
 
@@ -358,6 +361,7 @@ def test_too_many_distinct_labels_is_the_wrong_column(monkeypatch):
     val.source = "val.csv"
     assert data_error(index_labels, "t", train, val) == (
         "src.csv: 4 distinct labels (over 3); did you pick the text column as the label column?")
+    assert index_labels("t", train, table("a", ["a"])).labels == ["a", "b", "c"]  # 3 together: at the limit
 
 
 def test_labels_are_indexed_by_name_across_splits():
@@ -414,4 +418,5 @@ def test_a_cap_keeps_seeded_rows_in_file_order():
     assert capped.texts == ["t0", "t1", "t2", "t4"]  # the same rows as every earlier version
     assert capped.labels == [0, 1, 2, 4] and capped.label_names == ["n"] and capped.source == "src.csv"
     assert cap(rows, 4, 1).texts != capped.texts
+    assert cap(rows, 4, 3).texts == ["t1", "t3", "t4", "t5"]  # seed + 1 = 4, not 2 (random treats -n as n)
     assert len(cap(rows, 9, 0).texts) == 9
