@@ -156,3 +156,14 @@ def test_steps_per_epoch_counts_partial_batches():
     splits = splits_from([10, 3], seed=0)
     assert steps_per_epoch(splits, 4, "proportional") == 3 + 1
     assert steps_per_epoch(splits, 4, "equal") == 3 * 2
+
+
+def test_an_epoch_with_bucketing_batches_similar_lengths():
+    splits = splits_from([60, 40], seed=0)
+    lengths = {task: [len(x) for x in split.ids] for task, split in splits.items()}
+
+    def sorted_batches(bucketing: bool) -> bool:
+        schedule = epoch_schedule(splits, 4, random.Random(0), bucketing)
+        return all([lengths[t][r] for r in rows] == sorted(lengths[t][r] for r in rows) for t, rows in schedule)
+
+    assert sorted_batches(True) and not sorted_batches(False)
