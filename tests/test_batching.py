@@ -55,6 +55,12 @@ def test_encode_truncates_to_the_smaller_of_max_length_and_the_model_limit(model
     assert tokenizer.calls == [(True, used)]
 
 
+def test_encode_works_with_a_tokenizer_that_states_no_limit():
+    tokenizer = _Tokenizer(None)
+    del tokenizer.model_max_length
+    assert encode(tokenizer, ["a b"], 8) == [[0, 1]] and tokenizer.calls == [(True, 8)]
+
+
 # ---- one task's batches -------------------------------------------------------------------
 
 lengths_strategy = st.lists(st.integers(1, 64), min_size=1, max_size=300)
