@@ -88,6 +88,7 @@ def test_frozen_prefix_depth():
     assert frozen_prefix_depth(FreezePlan.of(["embeddings"]), 3) == 0
     assert frozen_prefix_depth(FreezePlan.of(["embeddings", "layer.0", "layer.2"]), 3) == 1
     assert frozen_prefix_depth(FreezePlan.of(["embeddings", "layer.0", "layer.1", "layer.2"]), 3) == 3
+    assert frozen_prefix_depth(FreezePlan.of(["embeddings", "layer.0", "layer.1"]), 1) == 1  # never past the stack
 
 
 # ---- accounting on random plans -----------------------------------------------------------
