@@ -70,6 +70,12 @@ def test_a_run_config_file_reads_back_as_the_same_config(tmp_path):
     assert load_config(path).tasks["t"].loss_weight == 2.5 and load_config(path).name == "yes"
 
 
+def test_a_config_that_is_not_a_mapping_is_refused_in_one_sentence():
+    with pytest.raises(ConfigError) as caught:
+        parse_config("epochs: 3")
+    assert str(caught.value) == "invalid config: the top level must be a mapping of keys to values"
+
+
 def test_defaults_when_a_key_is_left_out():
     config = parse_config(None)
     assert config == parse_config({}) == ExperimentConfig()
@@ -92,6 +98,7 @@ def test_a_bad_config_is_one_line_naming_the_key(data, message):
     with pytest.raises(ConfigError) as caught:
         parse_config(data)
     assert message in str(caught.value) and "\n" not in str(caught.value)
+    assert str(caught.value).startswith("invalid config: ")
     assert not str(caught.value).startswith("Value error")
 
 
