@@ -171,8 +171,13 @@ def parse_config_text(text: str, source: str) -> ExperimentConfig:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # safe: plain YAML types only, never Python objects
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        line, column = (mark.line, mark.column) if mark else (None, None)
         problem = getattr(error, "problem", None) or "syntax error"
+        if isinstance(error, yaml.reader.ReaderError):  # a control character: a position, not a mark
+            before = text[:error.position]
+            line, column = before.count("\n"), len(before) - before.rfind("\n") - 1
+            problem = f"unacceptable character #x{error.character:04x}: {error.reason}"  # character: its code
+        where = f" at line {line + 1}, column {column + 1}" if line is not None else ""
         raise ConfigError(f"{source}: YAML syntax error{where}: {problem}") from None
     return parse_config(data)
 

@@ -88,7 +88,6 @@ def preset_plan(name: str, part_names: list[str], k: int | None = None, head: st
     layers = [p for p in part_names if p.startswith("layer.")]
     backbone = [p for p in part_names if not p.startswith("head.")]
     heads = [p for p in part_names if p.startswith("head.")]
-    pooler = ["pooler"] if "pooler" in part_names else []
     if name == "none":
         return FreezePlan()
     if name == "scenario1":

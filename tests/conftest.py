@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -14,6 +15,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
+
+# Property tests (hypothesis): a bounded number of examples so CI stays fast, no deadline (a shared
+# CI machine is slow at random). The mutation run picks "mutation": derandomized, so a mutant is
+# killed or not on every run. Choose one with HYPOTHESIS_PROFILE=... .
+settings.register_profile("ci", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("mutation", settings.get_profile("ci"), derandomize=True, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 TINY = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=48,
             max_position_embeddings=128)
@@ -59,9 +67,29 @@ def mkdir_error(path: Path) -> str:
     raise AssertionError(f"{path} could be made")
 
 
+def tiny_backbone(tmp_path_factory, kind: str) -> str:
+    """A tiny random backbone folder: fresh per session, or reused from FREEZE_LAB_TEST_BACKBONES.
+
+    The mutation run (bench/mutation.sh) sets that variable, because it starts one pytest
+    session per mutant and building the backbones would dominate each one.
+    """
+    shared = os.environ.get("FREEZE_LAB_TEST_BACKBONES")
+    if not shared:
+        return str(save_tiny_backbone(tmp_path_factory.mktemp(f"tiny-{kind}"), kind))
+    folder = Path(shared) / f"tiny-{kind}"
+    if not (folder / "config.json").exists():  # built once, then renamed into place whole
+        building = save_tiny_backbone(tmp_path_factory.mktemp(f"tiny-{kind}-building"), kind)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(building, folder)
+        except OSError:  # another worker renamed its copy first
+            pass
+    return str(folder)
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> str:
-    return str(save_tiny_backbone(tmp_path_factory.mktemp("tiny-bert"), "bert"))
+    return tiny_backbone(tmp_path_factory, "bert")
 
 
 @pytest.fixture(scope="session")
@@ -88,7 +116,7 @@ def tiny_backbone_factory(tmp_path_factory):
 
     def make(kind: str) -> str:
         if kind not in made:
-            made[kind] = str(save_tiny_backbone(tmp_path_factory.mktemp(f"tiny-{kind}"), kind))
+            made[kind] = tiny_backbone(tmp_path_factory, kind)
         return made[kind]
 
     return make

@@ -275,3 +275,79 @@ def test_non_prefix_plan_trains_normally_and_says_why(dropless_bert, small_tasks
     assert summary["status"] == "finished" and losses
     assert summary["cache"]["used"] is False and "not a prefix" in summary["cache"]["reason"]
     json.dumps(summary["cache"])
+
+
+# ---- the decision and the key, exactly ------------------------------------------------------
+
+def decision(model, **kwargs) -> tuple:
+    d = decide(model, **kwargs)
+    assert d["n_layers"] == 3
+    return d["depth"], d["kind"], d["reason"], d["notes"]
+
+
+def test_the_decision_and_its_reason_for_each_freeze_state(tiny_bert):
+    model, _ = tiny_model(tiny_bert, pooling="cls")
+    assert decision(model) == (-1, None, "nothing in the backbone is frozen", [])
+    freeze(model, "head.a")  # a frozen head is not part of the backbone
+    assert decision(model) == (-1, None, "nothing in the backbone is frozen", [])
+    freeze(model, "layer.1", "pooler")
+    assert decision(model) == (-1, None, "the frozen parts (layer.1, pooler) are not a prefix: the embeddings train, "
+                                         "so every layer's input changes each step; training runs normally", [])
+    unfreeze(model, "layer.1", "pooler")
+    freeze(model, "embeddings", "layer.2")
+    assert decision(model) == (0, None, "only the embeddings are frozen: storing their output would save almost "
+                                        "no time", ["layer.2 frozen above a trainable layer: computed every step"])
+    freeze(model, "layer.0")
+    assert decision(model) == (1, "hidden", "", ["layer.2 frozen above a trainable layer: computed every step"])
+    freeze(model, "layer.1")
+    assert decision(model) == (3, "last_hidden", "", [])  # cls pooling through the trainable pooler
+    assert decision(model, enabled=False) == (3, None, "turned off (training.cache_frozen_prefix is false)", [])
+    assert decision(model, trains=False) == (3, None, "nothing trains: the run evaluates once, so there is nothing "
+                                                      "to reuse", [])
+    freeze(model, "pooler")
+    assert decision(model) == (3, "pooled", "", [])
+
+
+def test_the_whole_stack_frozen_caches_pooled_vectors_when_no_pooler_runs(tiny_bert, tiny_backbone_factory):
+    mean, _ = tiny_model(tiny_bert, pooling="mean")  # a trainable pooler that mean pooling never calls
+    freeze_prefix(mean, 3, pooler=False)
+    assert decision(mean)[:2] == (3, "pooled")
+    no_pooler, _ = tiny_model(tiny_backbone_factory("distilbert"), pooling="cls")
+    freeze_prefix(no_pooler, 3)
+    assert decision(no_pooler)[:2] == (3, "pooled")
+
+
+def test_one_note_names_every_frozen_layer_above_the_prefix(tiny_bert):
+    model, _ = tiny_model(tiny_bert)
+    freeze(model, "embeddings", "layer.1", "layer.2")
+    assert decision(model)[3] == ["layer.1, layer.2 frozen above a trainable layer: computed every step"]
+
+
+def test_the_key_changes_with_each_thing_it_stands_for(tiny_bert):
+    model, tokenizer = tiny_model(tiny_bert)
+    freeze_prefix(model, 1)
+    ids = encode(tokenizer)
+    cache = FrozenPrefixCache(model, settings={"pad_id": 0, "max_length": 32, "tokenizer": "t"})
+    same = FrozenPrefixCache(model, settings={"tokenizer": "t", "max_length": 32, "pad_id": 0})  # another order
+    key = cache.key(ids)
+    assert key == same.key([list(x) for x in ids]) and len(key) == 32
+    assert cache.settings_signature() == "max_length=32;pad_id=0;tokenizer=t"
+    assert cache.key(ids[:-1]) != key and cache.key([*ids[:-1], ids[-1][:-1]]) != key
+    cache.settings["max_length"] = 16
+    assert cache.key(ids) != key
+    cache.settings["max_length"] = 32
+    for attribute, value in [("depth", 2), ("kind", "pooled"), ("fingerprint", "other")]:
+        original = getattr(cache, attribute)
+        setattr(cache, attribute, value)
+        assert cache.key(ids) != key, attribute
+        setattr(cache, attribute, original)
+    assert cache.key(ids) == key
+
+
+def test_the_data_fingerprint_sees_where_sequences_split():
+    from core.cache import data_fingerprint
+
+    assert data_fingerprint([[1, 2], [3]]) != data_fingerprint([[1], [2, 3]])  # same tokens, other lengths
+    assert data_fingerprint([[1, 2], [3]]) != data_fingerprint([[1, 2], [4]])
+    assert data_fingerprint([[1, 2], [3]]) == data_fingerprint([[1, 2], [3]])
+    assert len(data_fingerprint([[7]])) == 32

@@ -247,3 +247,176 @@ def test_folder_instead_of_file(tmp_path):
     folder = tmp_path / "data.csv"
     folder.mkdir()
     assert error_of(task(folder)) == f"{folder}: is a folder, not a data file"
+
+
+# ---- the checks, one function at a time -----------------------------------------------------
+
+from core import data as data_module  # noqa: E402
+from core.data import Table, cap, check_file, clean_texts, index_labels, label_names, split_table  # noqa: E402
+
+
+def table(texts, labels=None, names=None) -> Table:
+    return Table(list(texts), list(labels if labels is not None else range(len(texts))), names, "src.csv")
+
+
+def data_error(call, *args) -> str:
+    with pytest.raises(DataError) as caught:
+        call(*args)
+    return str(caught.value)
+
+
+def test_every_check_file_message_exactly(tmp_path):
+    unsupported = tmp_path / "data.xlsx"
+    unsupported.write_text("x")
+    assert data_error(check_file, str(unsupported)) == (
+        f"{unsupported}: unsupported file type .xlsx; use .csv, .tsv, .tab, .json, .jsonl, .parquet")
+    bare = tmp_path / "README"
+    bare.write_text("x")
+    assert data_error(check_file, str(bare)).startswith(f"{bare}: unsupported file type (none); use .csv")
+    for bom in (b"\xff\xfe", b"\xfe\xff"):
+        wide = tmp_path / "wide.csv"
+        wide.write_bytes(bom + "text,label\n".encode("utf-16-le"))
+        assert data_error(check_file, str(wide)) == f"{wide}: the text is UTF-16, not UTF-8; save it as UTF-8"
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"text,label\ncaf\xe9,a\n")
+    assert data_error(check_file, str(latin)) == (f"{latin}: the text is not UTF-8 (byte 0xe9 at offset 14); "
+                                                 "save it as UTF-8")
+    one_byte = tmp_path / "one.csv"
+    one_byte.write_text("x", encoding="utf-8")
+    assert check_file(str(one_byte)) == one_byte  # short, but not empty
+    upper = tmp_path / "DATA.CSV"  # the suffix is matched in any case
+    upper.write_text("text,label\na,b\n", encoding="utf-8")
+    assert check_file(str(upper)) == upper
+
+
+def test_a_user_folder_path_is_expanded(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "t.csv").write_text("text,label\na,b\n", encoding="utf-8")
+    assert check_file("~/t.csv") == tmp_path / "t.csv"
+
+
+def test_the_size_limit_is_in_mebibytes_and_inclusive(tmp_path, monkeypatch):
+    monkeypatch.setattr(data_module, "MAX_FILE_MB", 1)
+    path = tmp_path / "big.csv"
+    path.write_bytes(b"text,label\n" + b"a" * (2**20 - 11))  # exactly 1 MiB: allowed
+    assert check_file(str(path)) == path
+    path.write_bytes(b"text,label\n" + b"a" * (2**20 - 10 + 2**19))  # 1.5 MiB
+    assert data_error(check_file, str(path)) == f"{path}: the file is 2 MB, over the 1 MB limit"
+
+
+def test_binary_data_is_looked_for_in_the_first_64_kib(tmp_path):
+    early = tmp_path / "early.csv"
+    early.write_bytes(b"text,label\n" + b"a" * (65536 - 12) + b"\x00")  # the 65,536th byte
+    assert data_error(check_file, str(early)) == f"{early}: this is not a text file (it holds binary data)"
+    late = tmp_path / "late.csv"
+    late.write_bytes(b"text,label\n" + b"a" * (65536 - 11) + b"\x00")  # the 65,537th
+    assert check_file(str(late)) == late  # NUL is valid UTF-8; only the start is sniffed
+
+
+def test_parquet_is_not_read_as_text(tmp_path):
+    path = tmp_path / "t.parquet"
+    path.write_bytes(b"PAR1\x00\xff\xfe" + b"\x00" * 10)  # binary by nature
+    assert check_file(str(path)) == path
+
+
+def test_rows_without_text_are_dropped_with_their_labels():
+    cleaned = clean_texts(table(["a", None, float("nan"), "  ", "b", 7], ["x", "y", "z", "w", "v", "u"]))
+    assert cleaned.texts == ["a", "b", "7"] and cleaned.labels == ["x", "v", "u"]
+    assert cleaned.source == "src.csv"
+
+
+@pytest.mark.parametrize("texts", [[1, 2.5, "3", "-4", "5.5"], ["1", "2"]])
+def test_a_text_column_of_numbers_is_refused(texts):
+    assert data_error(clean_texts, table(texts)) == (
+        "src.csv: the text column holds only numbers; did you pick the wrong column?")
+
+
+def test_blank_texts_everywhere_are_refused():
+    assert data_error(clean_texts, table([None, " ", float("nan")])) == (
+        "src.csv: the text column is empty in every row")
+
+
+def test_label_order_numeric_for_numbers_else_text():
+    assert label_names(table("abc", [10, 9, 1])) == [1, 9, 10]
+    assert label_names(table("abc", [2.5, 1, 2])) == [1, 2, 2.5]
+    assert label_names(table("abc", ["10", "9", "1"])) == ["1", "10", "9"]
+    assert label_names(table("abc", [True, False, True])) == [False, True]  # booleans sort as text
+    assert label_names(table("abcd", [2, "b", 1, "a"])) == [1, 2, "a", "b"]
+
+
+def test_missing_labels_are_counted_and_the_first_is_named():
+    message = data_error(label_names, table("abcd", ["x", "NaN", None, "y"]))
+    assert message == "src.csv: 2 row(s) have an empty or NaN label (first at data row 2); fill them in or remove them"
+    message = data_error(label_names, table("abc", ["x", "y", "  "]))
+    assert message == "src.csv: 1 row(s) have an empty label (first at data row 3); fill them in or remove them"
+    assert data_error(label_names, table("ab", [float("nan"), "x"])).startswith("src.csv: 1 row(s) have an empty label")
+
+
+def test_too_many_distinct_labels_is_the_wrong_column(monkeypatch):
+    monkeypatch.setattr(data_module, "MAX_LABELS", 3)
+    assert label_names(table("abc", [1, 2, 3])) == [1, 2, 3]  # at the limit: fine
+    assert data_error(label_names, table("abcd", [1, 2, 3, 4])) == (
+        "src.csv: 4 distinct labels (over 3); did you pick the text column as the label column?")
+    train, val = table("abc", ["a", "b", "c"]), table("abc", ["a", "b", "d"])
+    val.source = "val.csv"
+    assert data_error(index_labels, "t", train, val) == (
+        "src.csv: 4 distinct labels (over 3); did you pick the text column as the label column?")
+    assert index_labels("t", train, table("a", ["a"])).labels == ["a", "b", "c"]  # 3 together: at the limit
+
+
+def test_labels_are_indexed_by_name_across_splits():
+    names = ["neg", "pos"]  # a hub ClassLabel: integers stand for these names
+    train = table(["a", "b", "c"], [1, 0, 1], names)
+    val = table(["d", "e"], ["pos", " neg "], None)  # validation as plain text, with stray spaces
+    data = index_labels("s", train, val)
+    assert data.labels == ["neg", "pos"] and data.train_labels == [1, 0, 1] and data.val_labels == [1, 0]
+    assert data.name == "s" and data.source == "src.csv" and data.val_texts == ["d", "e"]
+    floats = index_labels("f", table("abc", [1.0, 2.0, 1.0]), table("ab", [2, " 1 "]))
+    assert floats.labels == ["1", "2"] and floats.val_labels == [1, 0]
+    out_of_range = index_labels("o", table("abcd", [5, 0, 2, 5], names), table("a", [0], names))
+    assert out_of_range.labels == ["neg", "2", "5"]  # integers past the names stay numbers
+
+
+def test_only_one_class_names_it_by_its_label_name():
+    assert data_error(index_labels, "t", table("ab", [1, 1], ["neg", "pos"]), table("a", [1])) == (
+        "src.csv: only one class ('pos') in task 't'; a classifier needs two or more")
+
+
+def test_unseen_validation_labels_list_at_most_ten():
+    train = table("ab", ["a", "b"])
+    val = table("x" * 12, [f"z{i:02d}" for i in range(12)])
+    message = data_error(index_labels, "t", train, val)
+    assert message == "src.csv: validation labels never seen in training: " + ", ".join(f"z{i:02d}" for i in range(10))
+
+
+def test_a_split_without_validation_file_is_seeded_and_partitions_the_rows():
+    rows = table([f"t{i}" for i in range(10)], [f"l{i}" for i in range(10)], ["n"])
+    train, val = split_table(rows, 0.2, seed=0)
+    assert len(train.texts) == 8 and len(val.texts) == 2
+    assert sorted(train.texts + val.texts) == sorted(rows.texts)
+    assert all(t[1:] == label[1:] for t, label in zip(train.texts + val.texts, train.labels + val.labels))
+    assert train.label_names == val.label_names == ["n"] and train.source == val.source == "src.csv"
+    assert (train.texts, val.texts) == tuple(x.texts for x in split_table(rows, 0.2, seed=0))
+    assert val.texts == ["t7", "t8"]  # the same rows as every earlier version: old configs reproduce
+    assert split_table(rows, 0.2, seed=1)[1].texts != val.texts
+    assert [len(x.texts) for x in split_table(rows, 0.25, 0)] == [8, 2]  # round(2.5) = 2
+    assert [len(x.texts) for x in split_table(rows, 0.01, 0)] == [9, 1]  # at least one validation row
+
+
+def test_too_few_rows_to_split():
+    assert [len(x.texts) for x in split_table(table("abc"), 0.2, 0)] == [2, 1]
+    assert data_error(split_table, table("ab"), 0.2, 0) == (
+        "src.csv: only 2 rows, too few to split off validation data")
+    assert data_error(split_table, table("abcd"), 0.7, 0) == (
+        "src.csv: only 4 rows, too few to split off validation data")
+
+
+def test_a_cap_keeps_seeded_rows_in_file_order():
+    rows = table([f"t{i}" for i in range(10)], list(range(10)), ["n"])
+    assert cap(rows, None, 0) is rows and cap(rows, 10, 0) is rows
+    capped = cap(rows, 4, 0)
+    assert capped.texts == ["t0", "t1", "t2", "t4"]  # the same rows as every earlier version
+    assert capped.labels == [0, 1, 2, 4] and capped.label_names == ["n"] and capped.source == "src.csv"
+    assert cap(rows, 4, 1).texts != capped.texts
+    assert cap(rows, 4, 3).texts == ["t1", "t3", "t4", "t5"]  # seed 0 alone cannot pin the offset: Random(-1) == Random(1)
+    assert len(cap(rows, 9, 0).texts) == 9

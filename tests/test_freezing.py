@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from core.backbones import load_backbone
-from core.freezing import (FreezeError, FreezePlan, apply_plan, count_parameters, freeze, frozen_parts,
-                           frozen_prefix_depth, unfreeze)
+from core.freezing import (FreezeError, FreezePlan, apply_plan, check_plan, count_parameters, freeze, frozen_parts,
+                           frozen_prefix_depth, trainable_parameters, unfreeze)
 from core.model import MultiTaskModel
 from core.presets import PRESETS, plan_from_config, preset_plan
 
@@ -86,6 +88,69 @@ def test_frozen_prefix_depth():
     assert frozen_prefix_depth(FreezePlan.of(["embeddings"]), 3) == 0
     assert frozen_prefix_depth(FreezePlan.of(["embeddings", "layer.0", "layer.2"]), 3) == 1
     assert frozen_prefix_depth(FreezePlan.of(["embeddings", "layer.0", "layer.1", "layer.2"]), 3) == 3
+    assert frozen_prefix_depth(FreezePlan.of(["embeddings", "layer.0", "layer.1"]), 1) == 1  # never past the stack
+
+
+# ---- accounting on random plans -----------------------------------------------------------
+
+PARTS = [*BACKBONE, "pooler", "head.topic", "head.sentiment"]
+
+
+@pytest.fixture(scope="module")
+def shared_model(tiny_bert):
+    """One model for every example: apply_plan sets every part, so no example sees the last one's state."""
+    backbone, _ = load_backbone(tiny_bert, pooling="cls")
+    return MultiTaskModel(backbone, LABELS, "cls", 0.1)
+
+
+@given(st.lists(st.sampled_from(PARTS), max_size=10))
+def test_trainable_plus_frozen_is_the_total_for_any_plan(shared_model, parts):
+    model = shared_model
+    counts = apply_plan(model, FreezePlan.of(parts))
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    assert counts["trainable"] == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert counts["trainable"] + frozen == counts["total"] == sum(p.numel() for p in model.parameters())
+    assert sum(v["total"] for v in counts["by_part"].values()) == counts["total"]
+    for part, row in counts["by_part"].items():
+        assert row["total"] > 0
+        assert row["trainable"] == (0 if part in parts else row["total"]), part
+    assert frozen_parts(model) == [p for p in PARTS if p in parts]  # model order, each once
+
+
+@given(st.sampled_from(["none", "scenario1", "scenario2", "scenario3", "lower_k", "top_quarter"]),
+       st.integers(0, 3), st.sampled_from(["topic", "sentiment"]), st.lists(st.sampled_from(PARTS), max_size=4))
+def test_a_config_plan_is_its_preset_plus_its_parts_in_model_order(preset, k, head, parts):
+    from core.config import FreezeConfig
+
+    config = FreezeConfig(preset=preset, k=k, head=head, parts=parts)
+    plan = plan_from_config(config, PARTS)
+    expected = set(preset_plan(preset, PARTS, k=k, head=head).frozen) | set(parts)
+    assert plan.frozen == tuple(p for p in PARTS if p in expected)
+
+
+def test_parts_the_model_lacks_stay_in_the_plan_so_the_check_can_name_them():
+    from core.config import FreezeConfig
+
+    plan = plan_from_config(FreezeConfig(parts=["layer.9", "embeddings", "layer.9"]), PARTS)
+    assert plan.frozen == ("embeddings", "layer.9")
+    with pytest.raises(FreezeError, match=r"unknown part\(s\) layer.9;"):
+        check_plan(plan, PARTS)
+
+
+def test_a_plan_lists_each_part_once_in_first_seen_order():
+    assert FreezePlan.of(["layer.1", "embeddings", "layer.1"]).frozen == ("layer.1", "embeddings")
+    assert FreezePlan.of(["a"]).union(FreezePlan.of(["b", "a"])).frozen == ("a", "b")
+
+
+def test_freezing_one_part_leaves_the_others_as_they_were(model):
+    freeze(model, "layer.1")
+    freeze(model, "head.sentiment")
+    assert frozen_parts(model) == ["layer.1", "head.sentiment"]
+    unfreeze(model, "layer.1")
+    assert frozen_parts(model) == ["head.sentiment"]
+    assert trainable_parameters(model) == [p for p in model.parameters() if p.requires_grad]
+    with pytest.raises(FreezeError):
+        unfreeze(model, "layer.5")
 
 
 # ---- training with each preset -----------------------------------------------------------
@@ -158,3 +223,50 @@ def test_unknown_part_in_config_is_refused_before_a_run_exists(tiny_bert, small_
     with pytest.raises(FreezeError, match=r"unknown part\(s\) layer.9; valid parts: embeddings, layer.0"):
         prepare(config, tmp_path / "runs")
     assert not (tmp_path / "runs").exists()
+
+
+# ---- what the user reads when a plan is wrong ------------------------------------------------
+
+def freeze_error(call, *args, **kwargs) -> str:
+    with pytest.raises(FreezeError) as caught:
+        call(*args, **kwargs)
+    return str(caught.value)
+
+
+def test_preset_errors_say_exactly_what_is_allowed():
+    assert freeze_error(preset_plan, "lower_k", PARTS, k=4) == (
+        "lower_k needs k between 0 and 3 (the number of layers), not 4")
+    assert freeze_error(preset_plan, "lower_k", PARTS, k=-1).endswith("not -1")
+    assert freeze_error(preset_plan, "lower_k", PARTS) == "lower_k needs k between 0 and 3 (the number of layers), not None"
+    assert preset_plan("lower_k", PARTS, k=3).frozen == ("embeddings", "layer.0", "layer.1", "layer.2")
+    assert freeze_error(preset_plan, "scenario3", PARTS, head="style") == (
+        "scenario3 needs one of the heads topic, sentiment, not 'style'")
+    assert freeze_error(preset_plan, "scenario3", PARTS) == "scenario3 needs one of the heads topic, sentiment, not None"
+    assert freeze_error(preset_plan, "Scenario1", PARTS) == (
+        "unknown preset 'Scenario1'; presets: scenario1, scenario2, scenario3, lower_k, top_quarter, none")
+
+
+def test_check_plan_names_every_unknown_part_and_all_valid_ones():
+    assert freeze_error(check_plan, FreezePlan.of(["layer.7", "embeddings", "pooler2"]), ["embeddings", "layer.0"]) == (
+        "unknown part(s) layer.7, pooler2; valid parts: embeddings, layer.0")
+    check_plan(FreezePlan.of(["layer.0"]), ["embeddings", "layer.0"])  # a known part: no error
+
+
+def test_scenario2_keeps_the_pooler_with_the_backbone_when_there_is_one():
+    no_pooler = ["embeddings", "layer.0", "layer.1", "head.a", "head.b"]
+    assert preset_plan("scenario2", no_pooler).frozen == ("embeddings", "layer.0", "layer.1")
+    assert preset_plan("scenario1", no_pooler).frozen == tuple(no_pooler)
+    assert preset_plan("top_quarter", no_pooler).frozen == ("embeddings", "layer.0")
+
+
+def test_a_tensor_reachable_from_two_parts_is_counted_once_in_the_first():
+    shared, own = torch.nn.Linear(3, 2), torch.nn.Linear(2, 1)  # 8 and 3 parameters
+
+    class TwoParts:
+        def parts(self):
+            return {"first": [shared], "second": [shared, own]}
+
+    own.weight.requires_grad_(False)
+    counts = count_parameters(TwoParts())
+    assert counts == {"total": 11, "trainable": 9, "by_part": {"first": {"total": 8, "trainable": 8},
+                                                                "second": {"total": 3, "trainable": 1}}}

@@ -215,3 +215,117 @@ def test_init_from_refuses_unusable_sources(tiny_bert, small_config, tmp_path):
         prepare(small_config(tiny_bert, init_from=empty.id), tmp_path)
     with pytest.raises(RunError, match="no run"):
         prepare(small_config(tiny_bert, init_from="20990101-000000-none"), tmp_path)
+
+
+# ---- statuses and atomic writes, exactly ----------------------------------------------------
+
+import os  # noqa: E402
+import socket  # noqa: E402
+
+from core import runs as runs_module  # noqa: E402
+from core.runs import atomic_write_text, pid_alive  # noqa: E402
+
+
+def test_the_temporary_file_is_hidden_beside_the_target_and_per_thread(tmp_path, monkeypatch):
+    renames = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: renames.append((src, dst)) or real_replace(src, dst))
+    target = tmp_path / "summary.json"
+    atomic_write_text(target, "one")
+    thread = threading.Thread(target=atomic_write_text, args=(target, "two"))
+    thread.start()
+    thread.join()
+    (first, dst), (second, _) = renames
+    assert dst == target and first.parent == target.parent  # a rename within one folder is atomic
+    assert first.name == f".summary.json.{os.getpid()}.{threading.get_ident()}.tmp"
+    assert second.name.startswith(".summary.json.") and second != first  # another thread, another name
+    assert target.read_text(encoding="utf-8") == "two"
+
+
+def test_a_failed_write_raises_its_own_error_and_keeps_the_old_file(tmp_path, monkeypatch):
+    target = tmp_path / "summary.json"
+    atomic_write_text(target, "old ✓")
+
+    def no_room(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(runs_module, "open", no_room, raising=False)  # before the temporary exists
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write_text(target, "new")
+    monkeypatch.undo()
+    assert target.read_text(encoding="utf-8") == "old ✓" and [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_summaries_are_indented_json_in_the_order_given(tmp_path):
+    path = tmp_path / "summary.json"
+    atomic_write_json(path, {"status": "finished", "b": [1, 2], "a": {"x": 1}})
+    text = path.read_text(encoding="utf-8")
+    assert text == '{\n  "status": "finished",\n  "b": [\n    1,\n    2\n  ],\n  "a": {\n    "x": 1\n  }\n}'
+    assert list(json.loads(text)) == ["status", "b", "a"]
+
+
+def test_whether_a_run_process_is_alive(monkeypatch):
+    here = socket.gethostname()
+    assert pid_alive(os.getpid()) and pid_alive(os.getpid(), here)
+    assert not pid_alive(None) and not pid_alive(0) and not pid_alive(os.getpid(), "another-host")
+    assert not pid_alive(dead_pid(), here)
+
+    def not_ours(pid, signal):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "kill", not_ours)
+    assert pid_alive(12345, here)  # it exists, owned by another user: alive
+
+
+def test_an_unreadable_summary_reads_as_status_unknown(tmp_path):
+    run = Run(tmp_path / "r1")
+    assert run.summary() == {"run_id": "r1", "status": "unknown"} and run.status == "unknown"
+    run.path.mkdir()
+    run.summary_path.write_text("{not json", encoding="utf-8")
+    assert run.summary() == {"run_id": "r1", "status": "unknown"}
+    assert run.update_summary(status="finished") == {"run_id": "r1", "status": "finished"}
+    assert run.update_summary(name="x") == {"run_id": "r1", "status": "finished", "name": "x"}
+    assert run.summary()["name"] == "x"
+
+
+def test_events_skip_lines_that_are_not_events(tmp_path):
+    from core.events import StepEvent
+
+    run = Run(tmp_path)
+    assert run.events() == []  # no metrics file yet
+    run.append_event(StepEvent(1, 0.1, "topic", 1.5, 1e-4))
+    with open(run.metrics_path, "a", encoding="utf-8") as handle:
+        handle.write('{"kind": "nonsense"}\n[1, 2]\n{"kind": "step", "step": 2}\n')
+    run.append_event(StepEvent(3, 0.3, "topic", 1.1, 1e-4))
+    assert [e.step for e in run.events()] == [1, 3]
+
+
+def test_only_a_running_run_of_a_dead_process_is_marked_interrupted(tmp_path):
+    store = RunStore(tmp_path)
+    finished = store.create(parse_config({"name": "done"}))
+    finished.update_summary(status="finished", pid=dead_pid())
+    orphan = store.create(parse_config({"name": "orphan"}))
+    orphan.update_summary(pid=dead_pid())
+    elsewhere = store.create(parse_config({"name": "elsewhere"}))
+    elsewhere.update_summary(host="another-host")  # its process cannot be checked from here
+    store.list()
+    assert finished.summary()["status"] == "finished" and "message" not in finished.summary()
+    assert orphan.summary()["status"] == elsewhere.summary()["status"] == "interrupted"
+    assert orphan.summary()["message"] == "the process that ran it ended before it finished"
+    assert orphan.summary()["name"] == "orphan"  # the rest of the summary is kept
+
+
+def test_delete_refuses_only_a_run_that_is_still_training(tmp_path):
+    store = RunStore(tmp_path)
+    live = store.create(parse_config({"name": "live"}))
+    with pytest.raises(RunError) as caught:
+        store.delete(live.id)
+    assert str(caught.value) == f"run {live.id} is still training; stop it first"
+    assert live.path.is_dir()
+    live.update_summary(status="failed")  # its process is alive, but the run is over
+    store.delete(live.id)
+    assert not live.path.exists()
+    elsewhere = store.create(parse_config({"name": "elsewhere"}))
+    elsewhere.update_summary(host="another-host")  # our pid, but on another machine: not ours to wait for
+    store.delete(elsewhere.id)
+    assert not elsewhere.path.exists()

@@ -168,3 +168,138 @@ def test_a_short_real_minilm_run(small_config, tmp_path):
         assert torch.equal(tensor, backbone_before[name]), name
     # pretrained sentence features separate the four topics well above chance (0.25)
     assert summary["tasks"]["topic"]["accuracy"] >= 0.6, summary["tasks"]["topic"]
+
+
+# ---- the Trainer's stages, one at a time ----------------------------------------------------
+
+def staged_trainer(config, tmp_path, setup: bool = True):
+    """A Trainer for ``config`` with its events collected, set up but not run."""
+    experiment = prepare(config, tmp_path)
+    seen: list = []
+    trainer = Trainer(experiment, RunStore(tmp_path).create(config), ev.EventBus([seen.append]), threading.Event())
+    if setup:
+        trainer.setup()
+    return trainer, seen
+
+
+def gradients_of_one_step(trainer, task: str, rows: list[int]) -> tuple[float, dict]:
+    """Run one training step through loss_weights and train_step; the gradients the optimizer was given."""
+    grads = {}
+
+    def record():
+        grads.update({n: p.grad.clone() for n, p in trainer.x.model.named_parameters() if p.grad is not None})
+
+    trainer.optimizer.step = record
+    torch.manual_seed(0)  # the same dropout masks in every call
+    loss = trainer.train_step(task, rows, trainer.loss_weights()[task])
+    return loss, grads
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step")  # optimizer.step is recorded only
+def test_a_tasks_loss_weight_scales_its_gradients(tiny_bert, small_config, small_data, tmp_path):
+    def trainer_with(weight: float):
+        tasks = {"topic": {**small_data, "label_column": "topic", "loss_weight": weight},
+                 "sentiment": {**small_data, "label_column": "sentiment"}}
+        config = small_config(tiny_bert, tasks=tasks, training={"max_grad_norm": 1e9, "device": "cpu"})
+        return staged_trainer(config, tmp_path / str(weight))[0]
+
+    plain, weighted = trainer_with(1.0), trainer_with(4.0)
+    assert weighted.loss_weights() == {"topic": 4.0, "sentiment": 1.0}
+    rows = [0, 3, 5, 7]
+    loss_1, grads_1 = gradients_of_one_step(plain, "topic", rows)
+    loss_4, grads_4 = gradients_of_one_step(weighted, "topic", rows)
+    assert loss_4 == pytest.approx(loss_1)  # the reported loss is the task's own, unweighted
+    assert grads_1.keys() == grads_4.keys() and any(n.startswith("backbone.") for n in grads_1)
+    for name, grad in grads_1.items():
+        torch.testing.assert_close(grads_4[name], 4 * grad, rtol=1e-4, atol=1e-7, msg=name)
+    # the other task keeps weight 1: the same gradients in both runs
+    _, other_1 = gradients_of_one_step(plain, "sentiment", rows)
+    _, other_4 = gradients_of_one_step(weighted, "sentiment", rows)
+    assert all(torch.allclose(other_4[n], g, rtol=1e-4, atol=1e-7) for n, g in other_1.items())
+
+
+def test_demo_tasks_weigh_one(tiny_bert, tmp_path):
+    config = parse_config({"backbone": tiny_bert, "training": {"device": "cpu"}})
+    trainer, _ = staged_trainer(config, tmp_path, setup=False)
+    assert trainer.loss_weights() == {"topic": 1.0, "sentiment": 1.0}
+
+
+def test_a_step_clips_then_updates_only_its_tasks_head(tiny_bert, small_config, tmp_path):
+    config = small_config(tiny_bert, training={"max_grad_norm": 0.5, "device": "cpu", "warmup_ratio": 0.0})
+    trainer, _ = staged_trainer(config, tmp_path)
+    norms = []
+    original_step = trainer.optimizer.step
+
+    def step():
+        norms.append(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in trainer.trainable
+                                                           if p.grad is not None])).item())
+        original_step()
+
+    trainer.optimizer.step = step
+    model = trainer.x.model
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer.train_step("topic", [0, 1, 2, 3], 1.0)
+    assert norms[0] == pytest.approx(0.5, rel=1e-3)  # clipped to max_grad_norm (the loss starts above it)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert any(n.startswith("heads.topic.") for n in changed) and any(n.startswith("backbone.") for n in changed)
+    assert not any(n.startswith("heads.sentiment.") for n in changed)
+    assert all(p.grad is None for p in model.parameters())  # gradients are cleared for the next step
+    assert trainer.scheduler.get_last_lr()[0] > 0  # the schedule moved one step
+
+
+def test_optimizer_groups_give_heads_their_learning_rate_and_skip_frozen_parts(tiny_bert, small_config, tmp_path):
+    config = small_config(tiny_bert, freeze={"parts": ["embeddings"]},
+                          training={"learning_rate": 3e-5, "head_learning_rate": 2e-3, "weight_decay": 0.05,
+                                    "device": "cpu"})
+    trainer, _ = staged_trainer(config, tmp_path, setup=False)
+    model = trainer.x.model
+    backbone_group, head_group = trainer.make_optimizer().param_groups
+    heads = {id(p) for p in model.heads.parameters()}
+    assert backbone_group["lr"] == 3e-5 and head_group["lr"] == 2e-3
+    assert {id(p) for p in head_group["params"]} == heads
+    expected = {id(p) for p in model.backbone.parameters() if p.requires_grad}
+    assert {id(p) for p in backbone_group["params"]} == expected
+    assert not {id(p) for p in model.backbone.embeddings.parameters()} & expected
+    assert backbone_group["weight_decay"] == head_group["weight_decay"] == 0.05
+
+
+def test_a_frozen_backbone_leaves_one_optimizer_group_the_heads(tiny_bert, small_config, tmp_path):
+    config = small_config(tiny_bert, freeze={"preset": "scenario2"}, training={"head_learning_rate": 2e-3,
+                                                                              "device": "cpu"})
+    trainer, _ = staged_trainer(config, tmp_path, setup=False)
+    (group,) = trainer.make_optimizer().param_groups
+    assert group["lr"] == 2e-3 and {id(p) for p in group["params"]} == {id(p) for p in trainer.x.model.heads.parameters()}
+
+
+@pytest.mark.parametrize("freeze", [{}, {"preset": "lower_k", "k": 2}], ids=["uncached", "cached-prefix"])
+def test_evaluation_scores_every_validation_example_once(freeze, tiny_bert, small_config, tmp_path):
+    from core.batching import collate
+    from core.metrics import accuracy, confusion_matrix, macro_f1
+
+    config = small_config(tiny_bert, freeze=freeze, training={"batch_size": 5, "device": "cpu"})  # chunks of 10
+    trainer, seen = staged_trainer(config, tmp_path)
+    assert trainer.prefix_cache.active == bool(freeze)
+    trainer.step, trainer.steps_per_epoch = 3, 7  # mid-run, as the loop leaves them
+    results = trainer.evaluate(final=True)
+    assert trainer.model.training  # evaluation hands the model back in training mode
+    model = trainer.x.model
+    model.eval()
+    for task, split in trainer.val_splits.items():
+        # the same numbers, one example at a time
+        with torch.no_grad():
+            logits = torch.cat([model(task, *collate([ids], trainer.pad_id)) for ids in split.ids])
+        labels = torch.tensor(split.labels)
+        predictions = logits.argmax(-1).tolist()
+        matrix = confusion_matrix(split.labels, predictions, len(trainer.x.tasks[task].labels))
+        got = results[task]
+        assert got["confusion"] == matrix and sum(map(sum, matrix)) == len(split) == 24
+        assert got["accuracy"] == accuracy(matrix) and got["macro_f1"] == macro_f1(matrix)
+        assert got["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item(), rel=1e-4)
+
+        assert got["labels"] == trainer.x.tasks[task].labels
+    if freeze:  # each validation example went through the frozen prefix once; a second evaluation reuses it
+        assert trainer.prefix_cache.stats["prefix_examples"] == 48 and trainer.prefix_cache.stats["hit_examples"] == 0
+        assert trainer.evaluate() == results and trainer.prefix_cache.stats["hit_examples"] == 48
+    (event, *_) = [e for e in seen if isinstance(e, ev.EvalEvent)]
+    assert event.final and event.step == 3 and event.tasks == results == trainer.last_eval
+    assert event.epoch == 0.4286  # 3 / 7 epochs, to 4 places
