@@ -106,7 +106,8 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "sweep.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
 
-    print("| depth | sweep member wall s (train s) | alone process s (run wall s, train s) | acc topic / sentiment, "
+    tasks = " / ".join(rows[0]["acc_sweep"]) if rows else ""
+    print(f"| depth | sweep member wall s (train s) | alone process s (run wall s, train s) | acc {tasks}, "
           "sweep | alone |")
     print("|---|---|---|---|---|")
     for r in rows:
