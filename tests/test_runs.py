@@ -270,11 +270,8 @@ def test_whether_a_run_process_is_alive(monkeypatch):
     assert not pid_alive(None) and not pid_alive(0) and not pid_alive(os.getpid(), "another-host")
     assert not pid_alive(dead_pid(), here)
 
-    def not_ours(pid, signal):
-        raise PermissionError(1, "Operation not permitted")
-
-    monkeypatch.setattr(os, "kill", not_ours)
-    assert pid_alive(12345, here)  # it exists, owned by another user: alive
+    if os.name == "posix":
+        assert pid_alive(1, here)  # it exists, owned by another user (or by root): alive
 
 
 def test_an_unreadable_summary_reads_as_status_unknown(tmp_path):
