@@ -69,6 +69,10 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument("--json", action="store_true")
     compare.add_argument("--runs-dir", default="runs")
     compare.set_defaults(command=cmd_compare)
+    materialize = sub.add_parser("materialize", help="write a run's full backbone/ folder from what it stored")
+    materialize.add_argument("run", help="a run id or run folder")
+    materialize.add_argument("--runs-dir", default="runs")
+    materialize.set_defaults(command=cmd_materialize)
     describe = sub.add_parser("describe", help="list a backbone's parts and parameter counts")
     describe.add_argument("--backbone", default="minilm")
     describe.add_argument("--pooling", default="mean", choices=["mean", "cls"])
@@ -187,6 +191,18 @@ def print_table(record: dict) -> None:
               f"{row['train_seconds_mean']:>8.1f}  " + "  ".join(cells))
     if recovery:
         print(f"recovery: (acc - {recovery['all_frozen']}) / ({recovery['full']} - {recovery['all_frozen']})")
+
+
+def cmd_materialize(args) -> int:
+    """A sweep member keeps only what training changed; this writes the whole AutoModel folder."""
+    import time
+
+    from core.checkpoints import materialize
+
+    began = time.perf_counter()
+    folder = materialize(RunStore(args.runs_dir).get(args.run))
+    print(f"{folder} ({time.perf_counter() - began:.1f} s)")
+    return 0
 
 
 def cmd_compare(args) -> int:

@@ -74,6 +74,10 @@ class TrainingConfig(_Strict):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     cache_frozen_prefix: bool = Field(True, description="reuse the frozen prefix's activations across epochs")
     length_bucketing: bool = Field(True, description="batch examples of similar length to cut padding")
+    save: Literal["auto", "full", "changed", "none"] = Field(
+        "auto", description="weights kept: full (a whole backbone/ folder), changed (only the tensors training "
+                            "could change, rebuilt on the base when loaded), none; auto: full for a single run, "
+                            "changed for a sweep's members")
 
 
 class ExperimentConfig(_Strict):

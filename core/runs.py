@@ -27,6 +27,7 @@ from core.config import ExperimentConfig, dump_config, load_config
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
 ACTIVE = "running"
+CHANGED_TENSORS = "tensors.safetensors"  # in changed/: the backbone tensors training could change
 MIN_FREE_MB = 200
 # On Windows a rename onto a file fails while another process has it open (the page reading a
 # summary): such a rename is tried again for about a second. Elsewhere it never waits.
@@ -97,6 +98,7 @@ class Run:
     metrics_path = property(lambda self: self.path / "metrics.jsonl")
     summary_path = property(lambda self: self.path / "summary.json")
     backbone_dir = property(lambda self: self.path / "backbone")
+    changed_dir = property(lambda self: self.path / "changed")  # training.save: changed
     heads_path = property(lambda self: self.path / "heads.safetensors")
     stop_path = property(lambda self: self.path / "stop")
 
@@ -154,7 +156,13 @@ class Run:
         return self.summary().get("name") or self.id
 
     def has_weights(self) -> bool:
-        return self.heads_path.exists() and (self.backbone_dir / "config.json").exists()
+        """Heads and a backbone: a full ``backbone/`` folder, or ``changed/`` (rebuilt on its base when loaded)."""
+        return self.heads_path.exists() and ((self.backbone_dir / "config.json").exists()
+                                             or (self.changed_dir / CHANGED_TENSORS).exists())
+
+    def disk_bytes(self) -> int:
+        """What the run folder holds on disk, weights included."""
+        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
 
 
 class RunStore:
@@ -231,6 +239,18 @@ class RunStore:
         if not name or len(name) > 80:
             raise RunError("a run name must have 1 to 80 characters")
         self.get(run_id, by_path=False).update_summary(name=name)
+
+    def delete_weights(self, run_id: str) -> None:
+        """Free a run's disk but keep its record: config, metrics, summary and predictions stay, so it is still
+        listed and compared; only a warm start or an export needs the weights it no longer has."""
+        run = self.get(run_id, by_path=False)
+        summary = run.summary()
+        if summary.get("status") == ACTIVE and pid_alive(summary.get("pid"), summary.get("host")):
+            raise RunError(f"run {run_id} is still training; stop it first")
+        for folder in (run.backbone_dir, run.changed_dir):
+            shutil.rmtree(folder, ignore_errors=True)
+        run.heads_path.unlink(missing_ok=True)
+        run.update_summary(weights="deleted")
 
     def delete(self, run_id: str) -> None:
         run = self.get(run_id, by_path=False)  # an id inside this store only: never rmtree a path

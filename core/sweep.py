@@ -109,6 +109,8 @@ def member_config(base: ExperimentConfig, variant: Variant, seed: int, data_seed
     data["name"] = f"{(base.name or 'sweep')[:50]} {variant.name} seed {seed}"[:80]
     data["freeze"] = variant.freeze
     data["training"] = {**data["training"], "seed": seed, "data_seed": data_seed}
+    if data["training"]["save"] == "auto":  # members keep only what training changed (materialize on demand)
+        data["training"]["save"] = "changed"
     try:
         return parse_config(data)
     except ConfigError as error:
@@ -308,7 +310,8 @@ def sweep_table(record: dict, summaries: dict[str, dict]) -> list[dict]:
         rows.append({"variant": variant["variant"], "depth": variant["depth"], "trainable": params["trainable"],
                      "trainable_fraction": params["trainable"] / params["total"],
                      "train_seconds_mean": statistics.fmean(s["train_seconds"] for s in done),
-                     "wall_seconds_mean": statistics.fmean(s["wall_seconds"] for s in done), "tasks": tasks})
+                     "wall_seconds_mean": statistics.fmean(s["wall_seconds"] for s in done),
+                     "disk_mb": round(sum(s.get("disk_mb", 0.0) for s in done), 2), "tasks": tasks})
     return rows
 
 

@@ -73,6 +73,9 @@ def build_model(config: ExperimentConfig, tasks: dict[str, TaskData], store: Run
         return MultiTaskModel(backbone, task_labels, config.pooling, config.head_dropout), tokenizer, None
     source = store.get(config.init_from)
     if not source.has_weights():
+        if source.summary().get("weights") == "deleted":
+            raise DataError(f"init_from: run {source.id}'s weights were deleted (its record is kept); start from "
+                            "the pretrained backbone or from another run")
         raise DataError(f"init_from: run {source.id} has no saved weights (status {source.status})")
     model, tokenizer = checkpoints.load_run_model(source, config.head_dropout)
     for name, task in tasks.items():
@@ -201,7 +204,9 @@ class Trainer:
                 self.release_memory()
         if status in ("finished", "stopped", "evaluated"):
             try:
-                checkpoints.save_weights(self.model_for_saving(), self.x.tokenizer, self.run_folder)
+                model = self.model_for_saving()
+                checkpoints.save_weights(model, self.x.tokenizer, self.run_folder, self.save_mode,
+                                         checkpoints.base_source(self.x.config, model.backbone))
             except OSError as error:  # e.g. the disk filled up: keep the record, say why there are no weights
                 status, message = "failed", f"could not save the weights: {error.strerror or error}"
         self.close_cache()
@@ -372,6 +377,11 @@ class Trainer:
     def model_for_saving(self) -> MultiTaskModel:
         return self.accelerator.unwrap_model(self.model) if hasattr(self, "accelerator") else self.x.model
 
+    @property
+    def save_mode(self) -> str:
+        """training.save, with auto meaning a whole backbone folder (a sweep asks for changed itself)."""
+        return "full" if self.cfg.save == "auto" else self.cfg.save
+
     def write_summary(self, status: str, message: str) -> None:
         self.track_memory()
         x = self.x
@@ -382,6 +392,8 @@ class Trainer:
                       for task, r in self.last_eval.items()},
             "params": x.params, "frozen": frozen_parts(x.model), "preset": x.config.freeze.preset,
             "train_examples": {task: len(data.train_texts) for task, data in x.tasks.items()},
+            "weights": self.save_mode if status in ("finished", "stopped", "evaluated") else "none",
+            "disk_mb": round(self.run_folder.disk_bytes() / 2**20, 2),
             "steps": self.step, "total_steps": getattr(self, "total_steps", 0),
             "examples_per_second": round(self.train_examples / self.train_seconds, 2) if self.train_seconds else 0.0,
             "train_seconds": round(self.train_seconds, 2), "wall_seconds": round(time.time() - self.started, 2),

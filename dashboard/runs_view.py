@@ -36,7 +36,8 @@ def history_rows(runs) -> list[dict]:
                "trainable %": percent_text(params["trainable"] / params["total"]) if params.get("total") else None}
         for task, m in s.get("tasks", {}).items():
             row[f"{task} acc"] = round(m["accuracy"], 3)
-        row.update({"time (s)": s.get("wall_seconds"), "device": s.get("device"),
+        row.update({"time (s)": s.get("wall_seconds"), "disk (MB)": round(run.disk_bytes() / 2**20, 1),
+                    "weights": s.get("weights", "full" if run.has_weights() else "none"), "device": s.get("device"),
                     "started": time.strftime("%m-%d %H:%M", time.localtime(s.get("started_at", 0)))})
         rows.append(row)
     return rows
@@ -47,7 +48,10 @@ def compare_section() -> None:
     if not runs:
         st.info("No runs yet. Train one on the first tab; every run is kept here.")
         return
-    st.dataframe(history_rows(runs), hide_index=True)
+    rows = history_rows(runs)
+    st.dataframe(rows, hide_index=True)
+    st.caption(f"{len(rows)} run(s), {sum(r['disk (MB)'] for r in rows):,.1f} MB on disk in all. Old runs can "
+               "drop their weights and keep their record (below).")
     by_id = {r.id: r for r in runs}
     finished = [r.id for r in runs if r.status in ("finished", "evaluated", "stopped")]
     st.session_state.setdefault("compare", finished[:2])
@@ -309,6 +313,16 @@ def manage_runs(by_id) -> None:
             try:
                 resources.run_store().delete(rid)
                 st.session_state.delete_sure = False
+                st.rerun()
+            except RunError as error:
+                st.error(str(error))
+        if by_id[rid].has_weights() and st.button("Delete the weights, keep the record", key="delete_weights",
+                                                  disabled=not may_delete,
+                                                  help="Frees the disk; metrics, summary and config stay, so the "
+                                                       "run is still listed and compared. It can no longer be a "
+                                                       "warm start or be tried."):
+            try:
+                resources.run_store().delete_weights(rid)
                 st.rerun()
             except RunError as error:
                 st.error(str(error))
