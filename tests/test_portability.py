@@ -48,6 +48,10 @@ def windows_like_env(tmp_path) -> dict[str, str]:
     env = child_env()
     env["PYTHONPATH"] = os.pathsep.join([str(boot), env["PYTHONPATH"]])
     env["PATH"] = str(empty_bin)
+    # Without fcntl, filelock falls back to soft locks for every library, the datasets cache's included: a
+    # soft lock waits while its file exists, and the fcntl locks of this suite's other tests leave theirs in
+    # the shared cache. (On Windows real msvcrt locks are used.) So these children get a cache of their own.
+    env["HF_DATASETS_CACHE"] = str(tmp_path / "datasets-cache")
     return env
 
 
