@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from dashboard.settings import ALLOWED_DIRS, extra_allowed_dirs
+from dashboard.settings import ALLOWED_DIRS, extra_allowed_dirs, names_local_path
 
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
 PASSCODE_ENV, PASSCODE_SECRET = "FREEZE_LAB_TEACHER_PASSCODE", "teacher_passcode"
@@ -66,9 +66,10 @@ def mode_line() -> str:
 
 
 def check_hub_name(text: str, what: str) -> str:
-    """A name typed by a visitor of a served page, for the hub: ``name`` or ``owner/name``, never a path."""
+    """A name typed by a visitor of a served page, for the hub: ``name`` or ``owner/name``, never a path
+    (not even one that merely names something on the server's disk)."""
     name = text.strip()
-    if not HUB_NAME.fullmatch(name) or ".." in name:
+    if not HUB_NAME.fullmatch(name) or ".." in name or names_local_path(name):
         raise ValueError(f"{what} {text!r}: on a shared page, give a hub name such as 'owner/name'; "
                          "paths are not read")
     return name

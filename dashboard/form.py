@@ -15,7 +15,7 @@ import streamlit as st
 
 from core.config import ConfigError, TrainingConfig, parse_config
 from dashboard import access, resources
-from dashboard.settings import TASKS, check_local_folder, check_local_path, looks_like_path, uploads_dir
+from dashboard.settings import TASKS, check_local_path, names_local_path, resolve_allowed, uploads_dir
 
 FILE_TYPES = ["csv", "tsv", "json", "jsonl", "parquet"]
 DEMO, OWN = "Built-in demo data", "My own data"
@@ -86,11 +86,8 @@ def selected_backbone() -> str:
             raise ValueError(f"backbone {backbone!r} is not offered on this page; choose one of {', '.join(offered)}")
         return backbone  # the teacher's own entry: a name or a folder they chose
     if access.served() and not access.is_teacher():
-        if looks_like_path(backbone):
-            raise ValueError(f"backbone {backbone!r}: on a shared page, give a hub name such as 'owner/name'; "
-                             "paths are not read")
         return access.check_hub_name(backbone, "backbone")
-    return str(check_local_folder(backbone)) if looks_like_path(backbone) else backbone
+    return str(resolve_allowed(backbone)) if names_local_path(backbone) else backbone  # its files checked on load
 
 
 def origin_backbone(config) -> str:
@@ -111,11 +108,13 @@ def hub_source(typed: str) -> str:
     """A typed hub data set name, checked as a name: a path typed here is never read."""
     from core.data import is_builder_name, is_hub_name
 
+    if names_local_path(typed.strip()) and not access.served():  # on one's own computer: say where to go instead
+        raise ValueError(f"hub data set {typed!r}: that is a local file name; use 'Upload a file' or 'Local path'")
     name = access.check_hub_name(typed, "hub data set")
     if is_builder_name(name):
         raise ValueError(f"hub data set {typed!r}: that is a file format, not a data set; use 'Upload a file'"
                          + (" or 'Local path'" if access.local_paths_offered() else ""))
-    if looks_like_path(name) or not is_hub_name(name):
+    if not is_hub_name(name):  # e.g. 'table.csv': a file name, read from disk by the engine
         raise ValueError(f"hub data set {typed!r}: that is a local file name; use 'Upload a file'"
                          + (" or 'Local path'" if access.local_paths_offered() else ""))
     return name

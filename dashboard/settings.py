@@ -77,14 +77,9 @@ def check_local_path(text: str) -> Path:
     return path
 
 
-def check_local_folder(text: str) -> Path:
-    """A typed model folder: in an allowed folder, nothing hidden (its files are checked when it loads)."""
-    return resolve_allowed(text)
-
-
-def looks_like_path(text: str) -> bool:
-    """Whether a typed backbone or data set name would be read from disk rather than the hub (the page's
-    test; core.backbones.typed_as_path only looks at how a path is written)."""
+def names_local_path(text: str) -> bool:
+    """Whether a typed backbone or data set name would be read from disk rather than the hub: written as a
+    path, or naming something that exists (core.backbones.typed_as_path only looks at how it is written)."""
     text = text.strip()
     try:
         path = Path(text).expanduser()
