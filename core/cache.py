@@ -537,9 +537,16 @@ class SharedPrefix:
     """
 
     def __init__(self, model, splits: dict[str, list[list[int]]], settings: dict, needs: dict[tuple[int, str], str],
-                 folder: str | Path | None = None, device="cpu", autocast=None, batch_size: int = 64):
-        """needs: {(depth, kind): prefix fingerprint} for every depth the sweep's members cache."""
+                 folder: str | Path | None = None, device="cpu", autocast=None, batch_size: int = 64,
+                 pooled_for: tuple[str, ...] = ()):
+        """needs: {(depth, kind): prefix fingerprint} for every depth the sweep's members cache.
+
+        pooled_for: splits whose pooled vectors are also kept (float32, CPU), e.g. the validation
+        splits, so the sweep reads its untrained reference off this pass instead of a run of its own.
+        """
         self.model, self.splits, self.needs = model, splits, dict(needs)
+        self.pooled_for = set(pooled_for)
+        self.pooled: dict[str, torch.Tensor] = {}  # split name -> (rows, hidden), in the split's row order
         self.settings = ";".join(f"{k}={settings[k]}" for k in sorted(settings))  # as settings_signature()
         self.pad_id = settings.get("pad_id", 0)
         self.folder = Path(folder) / "prefix_cache" if folder is not None else None
@@ -555,7 +562,8 @@ class SharedPrefix:
 
     def build(self, stop=None) -> None:
         """One pass over every split; fills a store per (split, depth). A set ``stop`` ends it early."""
-        if not self.needs:
+        names = [n for n in self.splits if self.needs or n in self.pooled_for]
+        if not names:
             return
         began = time.perf_counter()
         tokens = sum(len(x) for ids in self.splits.values() for x in ids)
@@ -564,10 +572,10 @@ class SharedPrefix:
         need = sum((rows if kind == "pooled" else tokens) * hidden * 4 for _, kind in self.needs)
         self.storage = choose_storage(need, self.device, self.folder is not None)
         was_training = self.model.training
-        self.model.eval()
+        self.model.to(self.device).eval()  # the probe's model, freed after the pass: it may move
         try:
-            for name, ids in self.splits.items():
-                self.build_split(name, ids, stop)
+            for name in names:
+                self.build_split(name, self.splits[name], stop)
         finally:
             self.model.train(was_training)
             self.build_seconds += time.perf_counter() - began
@@ -592,6 +600,9 @@ class SharedPrefix:
                 outputs = self.forward_all(input_ids.to(self.device), mask.to(self.device))
             for (depth, kind), store in stores.items():
                 store.put(rows, outputs[kind if kind != "hidden" else depth])
+            if name in self.pooled_for:
+                pooled = self.pooled.setdefault(name, torch.zeros((len(ids), self.model.hidden_size)))
+                pooled[rows] = outputs["pooled"].float().cpu()
 
     def forward_all(self, input_ids: torch.Tensor, mask: torch.Tensor) -> dict:
         """{layer index: its input, 'last_hidden': the stack's output, 'pooled': the pooled vector}."""
@@ -620,5 +631,7 @@ class SharedPrefix:
         for store in self.stores.values():
             store.release()
         self.stores.clear()
+        self.pooled.clear()
+        self.pooled.clear()
         if self.folder is not None and self.folder.is_dir() and not any(self.folder.iterdir()):
             self.folder.rmdir()

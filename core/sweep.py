@@ -222,14 +222,15 @@ def execute(plan: SweepPlan, runs_dir, stop: threading.Event, subscribers, on_me
     train, val = encode_splits(probe)
     shared = SharedPrefix(probe.model, {**{f"train/{n}": s.ids for n, s in train.items()},
                                         **{f"val/{n}": s.ids for n, s in val.items()}},
-                          cache_settings(probe), plan.needs, folder, probe.device)
+                          cache_settings(probe), plan.needs, folder, probe.device,
+                          pooled_for=tuple(f"val/{n}" for n in val))
+    heads = probe.model.heads  # at their random start: the untrained reference's heads
     plan.probe = probe = None  # after the shared pass the members load their own fresh weights
     on_run = saved_first(folder, record, store, on_run)  # sweep.json names the running member at once
     try:
         shared.build(stop)
         record["shared_prefix"] = shared.info()
-        if not stop.is_set():
-            record["reference"]["untrained_accuracy"] = untrained_or_none(plan.base)
+        record["reference"]["untrained_accuracy"] = untrained_reference(heads, shared, plan.tasks)
         for member in record["members"]:
             if stop.is_set():
                 break
@@ -346,46 +347,36 @@ def reference_lines(tasks: dict[str, TaskData]) -> dict[str, float]:
     return {name: majority_accuracy(task) for name, task in tasks.items()}
 
 
-def untrained_reference(config: ExperimentConfig) -> dict[str, float]:
-    """Per task, the validation accuracy with everything frozen and the heads at their random start.
+def untrained_predictions(heads, shared, tasks: dict[str, TaskData]) -> dict[str, list[int]] | None:
+    """Per task, the validation predictions with everything frozen and the heads at their random start.
 
-    Runs one scenario1 evaluation (in a scratch runs folder, through the usual Trainer)
-    and remembers it per backbone, pooling, seed, max length and validation data.
+    What a scenario1 run with the base seed predicts, without a run of its own: the probe's
+    heads are that run's heads (the same seed before the same construction), and the shared
+    pass kept the pristine backbone's pooled vectors of every validation split. None when
+    the pass stopped before them.
     """
-    import hashlib
-    import shutil
-    import tempfile
+    import torch
 
-    from core.child import cache_dir, read_remembered, remember
-    from core.data import load_tasks
-    from core.training import run_experiment, validation_fingerprint
-
-    data_seed = config.training.seed if config.training.data_seed is None else config.training.data_seed
-    config = member_config(config, Variant("untrained", {"preset": "scenario1"}), config.training.seed, data_seed)
-    key = json.dumps([config.backbone, config.pooling, config.training.seed, config.training.max_length,
-                      {n: validation_fingerprint(t) for n, t in load_tasks(config).items()}])
-    path = cache_dir() / f"untrained-{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
-    remembered = read_remembered(path)
-    if remembered is not None:
-        return remembered
-    scratch = Path(tempfile.mkdtemp(prefix="freeze-lab-untrained-"))
-    try:
-        summary = run_experiment(config, scratch).summary()
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    if summary["status"] != "evaluated":
-        raise RunError(f"the untrained reference could not be measured: {summary.get('message')}")
-    result = {task: m["accuracy"] for task, m in summary["tasks"].items()}
-    remember(path, result)
-    return result
+    heads = heads.cpu().eval()  # the pooled vectors are kept on the CPU
+    out = {}
+    with torch.no_grad():
+        for name, task in tasks.items():
+            pooled = shared.pooled.get(f"val/{name}")
+            if pooled is None or len(pooled) != len(task.val_labels):
+                return None
+            out[name] = heads[name](pooled).argmax(-1).tolist()
+    return out
 
 
-def untrained_or_none(config: ExperimentConfig) -> dict[str, float] | None:
-    """``untrained_reference`` for the sweep's record; None when it cannot be measured (the sweep goes on)."""
-    try:
-        return untrained_reference(config)
-    except MEMBER_ERRORS:
+def untrained_reference(heads, shared, tasks: dict[str, TaskData]) -> dict[str, float] | None:
+    """Per task, the untrained model's validation accuracy (a chart's reference line)."""
+    from core.metrics import accuracy, confusion_matrix
+
+    predictions = untrained_predictions(heads, shared, tasks)
+    if predictions is None:
         return None
+    return {name: accuracy(confusion_matrix(task.val_labels, predictions[name], len(task.labels)))
+            for name, task in tasks.items()}
 
 
 # ---- reading sweeps back (for the page and compare) --------------------------------------

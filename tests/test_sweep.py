@@ -237,15 +237,36 @@ def test_a_sweep_waits_for_no_one_and_lets_no_one_in(tiny_bert, small_config, tm
     assert record["status"] == "finished" and seen == ["finished", "finished"]
 
 
-def test_reference_lines_majority_and_untrained(tiny_bert, small_config, monkeypatch):
-    from core import training
+def test_reference_lines_majority_and_untrained(tiny_bert, small_config, tmp_path):
     from core.data import load_tasks
-    from core.sweep import reference_lines, untrained_reference
+    from core.sweep import reference_lines
 
-    config = small_config(tiny_bert)
-    majority = reference_lines(load_tasks(config))
-    assert majority == {"topic": 0.25, "sentiment": pytest.approx(8 / 24)}  # balanced demo slices
-    first = untrained_reference(config)
-    assert set(first) == {"topic", "sentiment"} and all(0 <= a <= 1 for a in first.values())
-    monkeypatch.setattr(training.Trainer, "run", lambda self: pytest.fail("remembered, so not run again"))
-    assert untrained_reference(config) == first
+    config = small_config(tiny_bert, training={"seed": 3})
+    assert reference_lines(load_tasks(config)) == {"topic": 0.25, "sentiment": pytest.approx(8 / 24)}
+    record = run_sweep(config, [1], runs_dir=tmp_path / "sweep")
+    untrained = record["reference"]["untrained_accuracy"]
+    # read off the shared pass, it is what a scenario1 run with the base seed measures on its own
+    alone = run_experiment(small_config(tiny_bert, training={"seed": 3}, freeze={"preset": "scenario1"}),
+                           tmp_path / "alone").summary()
+    assert alone["status"] == "evaluated"
+    assert untrained == {task: alone["tasks"][task]["accuracy"] for task in ("topic", "sentiment")}
+    assert record["reference"]["majority_accuracy"] == {"topic": 0.25, "sentiment": pytest.approx(8 / 24)}
+
+
+def test_the_untrained_reference_predicts_what_a_scenario1_run_predicts(tiny_bert, small_config, tmp_path):
+    """The probe's heads and the shared pass's pooled vectors stand in for a scenario1 run of the base seed."""
+    from core.sweep import untrained_predictions
+    from core.training import PREDICTIONS, cache_settings, encode_splits
+
+    def shared_predictions(seed: int) -> dict:
+        probe = prepare(small_config(tiny_bert, training={"seed": seed}), tmp_path)
+        _, val = encode_splits(probe)
+        shared = SharedPrefix(probe.model, {f"val/{n}": s.ids for n, s in val.items()}, cache_settings(probe), {},
+                              pooled_for=tuple(f"val/{n}" for n in val))
+        shared.build()
+        return untrained_predictions(probe.model.heads, shared, probe.tasks)
+
+    run = run_experiment(small_config(tiny_bert, training={"seed": 3}, freeze={"preset": "scenario1"}), tmp_path)
+    stored = json.loads((run.path / PREDICTIONS).read_text(encoding="utf-8"))["tasks"]
+    assert shared_predictions(3) == {task: stored[task]["predicted"] for task in ("topic", "sentiment")}
+    assert shared_predictions(4) != shared_predictions(3)  # other heads predict otherwise: the match is no accident
