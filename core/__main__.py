@@ -15,6 +15,7 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
+from core import parts
 from core.backbones import BackboneError
 from core.child import RUN_FOLDER, SWEEP_FOLDER
 from core.config import ConfigError, load_config, parse_config_text
@@ -271,7 +272,7 @@ def cmd_describe(args) -> int:
     from core.anatomy import describe, head_parameters, readout
 
     info = describe(args.backbone, args.pooling)
-    counts = {**info["parts"], **{f"head.{task}": head_parameters(info["hidden_size"], n)
+    counts = {**info["parts"], **{parts.head(task): head_parameters(info["hidden_size"], n)
                                   for task, n in DEMO_HEADS.items()}}
     figures = readout(counts, set())
     if args.json:

@@ -41,13 +41,6 @@ def outline(backbone: str, pooling: str) -> Outline | None:
     return Outline(config.get("model_type", "?"), int(layers), int(hidden), pooler)
 
 
-def part_names(out: Outline, tasks: list[str]) -> list[str]:
-    names = ["embeddings", *(f"layer.{i}" for i in range(out.n_layers))]
-    if out.has_pooler:
-        names.append("pooler")
-    return names + [f"head.{t}" for t in tasks]
-
-
 def head_parameters(hidden_size: int, n_labels: int) -> int:
     return hidden_size * n_labels + n_labels
 

@@ -40,11 +40,13 @@ class BackboneParts:
     extra_embedding_modules: list[str] = field(default_factory=list)
 
     def named(self) -> dict[str, list[nn.Module]]:
-        parts: dict[str, list[nn.Module]] = {"embeddings": self.embeddings}
-        parts.update({f"layer.{i}": [layer] for i, layer in enumerate(self.layers)})
+        from core import parts
+
+        named: dict[str, list[nn.Module]] = {parts.EMBEDDINGS: self.embeddings}
+        named.update({parts.layer(i): [layer] for i, layer in enumerate(self.layers)})
         if self.pooler is not None:
-            parts["pooler"] = [self.pooler]
-        return parts
+            named[parts.POOLER] = [self.pooler]
+        return named
 
 
 def minilm_path() -> str:

@@ -44,6 +44,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from core import parts as part_names
 from core.freezing import FreezePlan, frozen_parts, frozen_prefix_depth
 
 SEMANTIC_NOTE = ("cached activations come from the frozen layers in eval mode, so dropout inside the frozen "
@@ -83,8 +84,8 @@ def decide(model, enabled: bool = True, trains: bool = True) -> dict:
     n = len(parts.layers)
     frozen = frozen_parts(model)
     depth = frozen_prefix_depth(FreezePlan.of(frozen), n)
-    backbone_frozen = [p for p in frozen if not p.startswith("head.")]
-    above = [p for p in backbone_frozen if p.startswith("layer.") and int(p.split(".")[1]) >= max(depth, 0)]
+    backbone_frozen = part_names.backbone(frozen)
+    above = [p for p in part_names.layers(backbone_frozen) if part_names.layer_index(p) >= max(depth, 0)]
     notes = []
     if above and depth >= 0:
         notes.append(f"{', '.join(above)} frozen above a trainable layer: computed every step")
@@ -101,7 +102,7 @@ def decide(model, enabled: bool = True, trains: bool = True) -> dict:
         out["reason"] = "only the embeddings are frozen: storing their output would save almost no time"
     elif depth < n:
         out["kind"] = "hidden"
-    elif parts.pooler is None or "pooler" in frozen or model.pooling != "cls":
+    elif parts.pooler is None or part_names.POOLER in frozen or model.pooling != "cls":
         out["kind"] = "pooled"
     else:
         out["kind"] = "last_hidden"
@@ -111,7 +112,7 @@ def decide(model, enabled: bool = True, trains: bool = True) -> dict:
 def prefix_modules(model, depth: int) -> list[nn.Module]:
     parts = model.backbone_parts()
     modules = [*parts.embeddings, *parts.layers[:depth]]
-    if depth >= len(parts.layers) and parts.pooler is not None and "pooler" in frozen_parts(model):
+    if depth >= len(parts.layers) and parts.pooler is not None and part_names.POOLER in frozen_parts(model):
         modules.append(parts.pooler)
     return modules
 

@@ -100,9 +100,11 @@ def frozen_prefix_depth(plan: FreezePlan, n_layers: int) -> int:
 
     0 means only the embeddings are frozen; ``n_layers`` means the whole encoder stack.
     """
-    if "embeddings" not in plan.frozen:
+    from core import parts
+
+    if parts.EMBEDDINGS not in plan.frozen:
         return -1
     depth = 0
-    while depth < n_layers and f"layer.{depth}" in plan.frozen:
+    while depth < n_layers and parts.layer(depth) in plan.frozen:
         depth += 1
     return depth

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from core import parts
 from core.backbones import BackboneParts, discover_parts
 
 
@@ -46,7 +47,7 @@ class MultiTaskModel(nn.Module):
     def parts(self) -> dict[str, list[nn.Module]]:
         """Every freezable part by name, in order from input to output."""
         named = self.backbone_parts().named()
-        named.update({f"head.{task}": [head] for task, head in self.heads.items()})
+        named.update({parts.head(task): [head] for task, head in self.heads.items()})
         return named
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor, pooler_output=None) -> torch.Tensor:

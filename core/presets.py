@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core import parts
 from core.freezing import FreezeError, FreezePlan
 
 
@@ -85,9 +86,7 @@ PRESETS: dict[str, Preset] = {
 
 def preset_plan(name: str, part_names: list[str], k: int | None = None, head: str | None = None) -> FreezePlan:
     """Build the plan for a preset, given the model's part names (from ``model.parts()``)."""
-    layers = [p for p in part_names if p.startswith("layer.")]
-    backbone = [p for p in part_names if not p.startswith("head.")]
-    heads = [p for p in part_names if p.startswith("head.")]
+    layers, backbone, heads = parts.layers(part_names), parts.backbone(part_names), parts.heads(part_names)
     if name == "none":
         return FreezePlan()
     if name == "scenario1":
@@ -95,16 +94,17 @@ def preset_plan(name: str, part_names: list[str], k: int | None = None, head: st
     if name == "scenario2":
         return FreezePlan.of(backbone)
     if name == "scenario3":
-        if f"head.{head}" not in heads:
-            raise FreezeError(f"scenario3 needs one of the heads {', '.join(h[5:] for h in heads)}, not {head!r}")
-        return FreezePlan.of([f"head.{head}"])
+        if parts.head(head) not in heads:
+            raise FreezeError(f"scenario3 needs one of the heads {', '.join(map(parts.head_task, heads))}, "
+                              f"not {head!r}")
+        return FreezePlan.of([parts.head(head)])
     if name == "lower_k":
         if k is None or not 0 <= k <= len(layers):
             raise FreezeError(f"lower_k needs k between 0 and {len(layers)} (the number of layers), not {k}")
-        return FreezePlan.of(["embeddings", *layers[:k]])
+        return FreezePlan.of([parts.EMBEDDINGS, *layers[:k]])
     if name == "top_quarter":
         keep = max(1, round(len(layers) / 4))
-        return FreezePlan.of(["embeddings", *layers[: len(layers) - keep]])
+        return FreezePlan.of([parts.EMBEDDINGS, *layers[: len(layers) - keep]])
     raise FreezeError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
 
 

@@ -10,6 +10,7 @@ import math
 
 import plotly.graph_objects as go
 
+from core import parts as part_names
 from core.presets import PRESETS, preset_plan
 
 MAX_POINTS = 600  # per line: plenty for its shape; thousands would make every live refresh slow to draw
@@ -110,8 +111,7 @@ LEE_ET_AL = PRESETS["top_quarter"].benefit  # the finding the sweep view's top-q
 
 def top_quarter_depth(n_layers: int) -> int:
     """How many lower layers the top_quarter preset freezes, from the preset itself."""
-    parts = ["embeddings", *(f"layer.{i}" for i in range(n_layers))]
-    return sum(p.startswith("layer.") for p in preset_plan("top_quarter", parts).frozen)
+    return part_names.count_layers(preset_plan("top_quarter", part_names.all_parts(n_layers, False, [])).frozen)
 
 
 def sweep_figure(table: list[dict], task: str, n_layers: int, references: dict[str, float] | None = None) -> go.Figure:

@@ -7,7 +7,8 @@ import html
 
 import streamlit as st
 
-from core.anatomy import head_parameters, outline, part_names, readout, remembered_description
+from core import parts as part_names
+from core.anatomy import head_parameters, outline, readout, remembered_description
 from core.freezing import FreezeError
 from core.presets import PRESETS, preset_plan
 from dashboard import resources
@@ -37,12 +38,12 @@ def current_parts(labels: dict[str, list[str]]) -> tuple[list[str], dict[str, in
         counts = with_heads(info, labels)
         return list(counts), counts, None
     out = outline(backbone, pooling)
-    return (part_names(out, list(labels)) if out else []), None, None
+    return (part_names.all_parts(out.n_layers, out.has_pooler, list(labels)) if out else []), None, None
 
 
 def with_heads(info: dict, labels: dict[str, list[str]]) -> dict[str, int]:
     counts = dict(info["parts"])
-    counts.update({f"head.{t}": head_parameters(info["hidden_size"], len(names)) for t, names in labels.items()})
+    counts.update({part_names.head(t): head_parameters(info["hidden_size"], len(names)) for t, names in labels.items()})
     return counts
 
 
@@ -134,7 +135,7 @@ def wait_for_counts() -> None:
 
 
 def presets_row(parts: list[str], tasks: list[str]) -> None:
-    n_layers = sum(p.startswith("layer.") for p in parts)
+    n_layers = part_names.count_layers(parts)
     st.session_state.setdefault("preset_k", max(1, n_layers * 2 // 3))
     if st.session_state.get("preset_head") not in tasks:
         st.session_state["preset_head"] = tasks[-1] if tasks else None
@@ -160,8 +161,7 @@ def presets_row(parts: list[str], tasks: list[str]) -> None:
 
 
 def toggles_grid(parts: list[str]) -> None:
-    backbone = [p for p in parts if not p.startswith("head.")]
-    heads = [p for p in parts if p.startswith("head.")]
+    backbone, heads = part_names.backbone(parts), part_names.heads(parts)
     st.markdown("**Frozen parts** (on = frozen)")
     for row in (backbone[i:i + 7] for i in range(0, len(backbone), 7)):
         for column, part in zip(st.columns(7), row):
@@ -202,8 +202,8 @@ def model_picture(parts: list[str], frozen: set[str], pooling: str) -> str:
                 f'padding:6px 8px;margin:2px;font:12px sans-serif;text-align:center;min-width:54px">'
                 f'<b>{html.escape(part)}</b><br><span style="font-size:11px">{state}</span></div>')
 
-    backbone = "".join(block(p) for p in parts if not p.startswith("head."))
-    heads = "".join(block(p) for p in parts if p.startswith("head."))
+    backbone = "".join(block(p) for p in part_names.backbone(parts))
+    heads = "".join(block(p) for p in part_names.heads(parts))
     arrow = '<div style="align-self:center;font:18px sans-serif">&#8594;</div>'
     pool = f'<div style="align-self:center;font:12px sans-serif;padding:0 6px">{html.escape(pooling)} pooling</div>'
     legend = (f'<div style="font:12px sans-serif;margin-top:4px">input &#8594; output. <span style="background:'

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core import parts as part_names
 from core.config import ConfigError
 from core.presets import PRESETS
 from core.locks import BusyError
@@ -101,7 +102,7 @@ def sweep_form(frozen: list[str], preset: dict | None, parts: list[str]) -> None
     """The current setup at several freeze depths or presets, each with several seeds: one queue of runs."""
     if not parts:
         return
-    n_layers = sum(p.startswith("layer.") for p in parts)
+    n_layers = part_names.count_layers(parts)
     if st.session_state.get("_sweep_layers") != n_layers:  # another backbone: offer all of its depths again
         st.session_state["_sweep_layers"] = n_layers
         st.session_state["sweep_depths"] = list(range(n_layers + 1))
