@@ -142,18 +142,20 @@ def pad_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
 
-def cache_settings(x: Experiment) -> dict:
+def cache_settings(experiment: Experiment) -> dict:
     """What besides the data and the prefix's weights the frozen prefix's output depends on (its cache key)."""
-    return {"tokenizer": getattr(x.tokenizer, "name_or_path", ""), "vocab": len(x.tokenizer),
-            "max_length": x.config.training.max_length, "pad_id": pad_id(x.tokenizer),
-            "backbone": x.config.backbone, "init_from": x.warm_start}
+    tokenizer, config = experiment.tokenizer, experiment.config
+    return {"tokenizer": getattr(tokenizer, "name_or_path", ""), "vocab": len(tokenizer),
+            "max_length": config.training.max_length, "pad_id": pad_id(tokenizer),
+            "backbone": config.backbone, "init_from": experiment.warm_start}
 
 
-def encode_splits(x: Experiment) -> tuple[dict[str, EncodedSplit], dict[str, EncodedSplit]]:
+def encode_splits(experiment: Experiment) -> tuple[dict[str, EncodedSplit], dict[str, EncodedSplit]]:
     """(train, validation) token ids per task."""
-    n = x.config.training.max_length
-    return ({name: EncodedSplit(encode(x.tokenizer, t.train_texts, n), t.train_labels) for name, t in x.tasks.items()},
-            {name: EncodedSplit(encode(x.tokenizer, t.val_texts, n), t.val_labels) for name, t in x.tasks.items()})
+    tokenizer, n = experiment.tokenizer, experiment.config.training.max_length
+    tasks = experiment.tasks
+    return ({name: EncodedSplit(encode(tokenizer, t.train_texts, n), t.train_labels) for name, t in tasks.items()},
+            {name: EncodedSplit(encode(tokenizer, t.val_texts, n), t.val_labels) for name, t in tasks.items()})
 
 
 def validation_fingerprint(task: TaskData) -> str:
@@ -168,8 +170,20 @@ class Trainer:
     """One run's loop. Holds what the steps share; each method is one stage."""
 
     def __init__(self, experiment: Experiment, run: Run, bus: EventBus, stop: threading.Event):
-        self.x, self.run_folder, self.bus, self.stop = experiment, run, bus, stop
+        self.experiment, self.run_folder, self.bus, self.stop = experiment, run, bus, stop
         self.cfg = experiment.config.training
+        self.model = experiment.model  # after setup: the model as Accelerate prepared it (same parameters)
+        self.trainable = trainable_parameters(experiment.model)  # fixed for the run: computed once
+        # set by setup():
+        self.accelerator = None
+        self.device: torch.device | None = None
+        self.pad_id = pad_id(experiment.tokenizer)
+        self.train_splits: dict[str, EncodedSplit] = {}
+        self.val_splits: dict[str, EncodedSplit] = {}
+        self.steps_per_epoch = 0
+        self.total_steps = 0
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler = None
         self.step = 0
         self.train_seconds = 0.0
         self.train_examples = 0
@@ -184,9 +198,9 @@ class Trainer:
     def run(self) -> None:
         status, message = "finished", ""
         try:
-            self.bus.emit(StateEvent("started", f"training on {devices.describe_device(self.x.device)}"))
+            self.bus.emit(StateEvent("started", f"training on {devices.describe_device(self.experiment.device)}"))
             self.setup()
-            if self.x.trains:
+            if self.experiment.trains:
                 self.train()
                 self.evaluate(final=True)
             else:
@@ -205,8 +219,8 @@ class Trainer:
         if status in ("finished", "stopped", "evaluated"):
             try:
                 model = self.model_for_saving()
-                checkpoints.save_weights(model, self.x.tokenizer, self.run_folder, self.save_mode,
-                                         checkpoints.base_source(self.x.config, model.backbone))
+                checkpoints.save_weights(model, self.experiment.tokenizer, self.run_folder, self.save_mode,
+                                         checkpoints.base_source(self.experiment.config, model.backbone))
             except OSError as error:  # e.g. the disk filled up: keep the record, say why there are no weights
                 status, message = "failed", f"could not save the weights: {error.strerror or error}"
         self.close_cache()
@@ -215,20 +229,17 @@ class Trainer:
         self.bus.emit(StateEvent(status, message))
 
     def setup(self) -> None:
-        cfg, x = self.cfg, self.x
+        cfg, experiment = self.cfg, self.experiment
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
-        self.accelerator = devices.make_accelerator(x.device, x.precision)
+        self.accelerator = devices.make_accelerator(experiment.device, experiment.precision)
         self.device = self.accelerator.device
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        self.pad_id = pad_id(x.tokenizer)
-        self.train_splits, self.val_splits = encode_splits(x)
+        self.train_splits, self.val_splits = encode_splits(experiment)
         self.steps_per_epoch = steps_per_epoch(self.train_splits, cfg.batch_size, cfg.task_sampling)
-        self.total_steps = self.steps_per_epoch * cfg.epochs if x.trains else 0
-        self.model = x.model
-        self.trainable = trainable_parameters(x.model)  # fixed for the run: computed once, not every step
-        if x.trains:
+        self.total_steps = self.steps_per_epoch * cfg.epochs if experiment.trains else 0
+        if experiment.trains:
             self.optimizer = self.make_optimizer()
             from transformers import get_linear_schedule_with_warmup
 
@@ -239,22 +250,27 @@ class Trainer:
         else:
             self.model = self.accelerator.prepare(self.model)
         self.prefix_cache = FrozenPrefixCache(
-            x.model, self.model, enabled=cfg.cache_frozen_prefix, trains=x.trains,
+            experiment.model, self.model, enabled=cfg.cache_frozen_prefix, trains=experiment.trains,
             splits={f"{part}/{n}": s.ids for part, splits in (("train", self.train_splits), ("val", self.val_splits))
                     for n, s in splits.items()},
-            settings=cache_settings(x), folder=self.run_folder.path, device=self.device,
-            autocast=self.accelerator.autocast, shared=x.shared_prefix)
+            settings=cache_settings(experiment), folder=self.run_folder.path, device=self.device,
+            autocast=self.accelerator.autocast, shared=experiment.shared_prefix)
         self.run_folder.update_summary(cache=self.prefix_cache.info())
 
     def make_optimizer(self) -> torch.optim.Optimizer:
-        """AdamW over trainable parameters only; heads get their own learning rate."""
-        heads = {id(p) for p in self.x.model.heads.parameters()}
-        trainable = trainable_parameters(self.x.model)
-        groups = [
-            {"params": [p for p in trainable if id(p) not in heads], "lr": self.cfg.learning_rate},
-            {"params": [p for p in trainable if id(p) in heads], "lr": self.cfg.head_learning_rate},
-        ]
-        return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=self.cfg.weight_decay)
+        """AdamW over trainable parameters only; heads get their own learning rate.
+
+        Biases and LayerNorm weights (every tensor with fewer than two dimensions) get no
+        weight decay, as in the Hugging Face Trainer and nanoGPT: pulling a scale or an
+        offset towards zero regularises nothing useful.
+        """
+        heads = {id(p) for p in self.experiment.model.heads.parameters()}
+        groups = []
+        for lr, is_head in ((self.cfg.learning_rate, False), (self.cfg.head_learning_rate, True)):
+            params = [p for p in self.trainable if (id(p) in heads) == is_head]
+            groups += [{"params": [p for p in params if p.dim() >= 2], "lr": lr, "weight_decay": self.cfg.weight_decay},
+                       {"params": [p for p in params if p.dim() < 2], "lr": lr, "weight_decay": 0.0}]
+        return torch.optim.AdamW([g for g in groups if g["params"]])
 
     # -- training --------------------------------------------------------------------------
     def train(self) -> None:
@@ -282,18 +298,23 @@ class Trainer:
                 self.evaluate()
 
     def loss_weights(self) -> dict[str, float]:
-        tasks = self.x.config.tasks
-        return {name: (tasks[name].loss_weight if tasks else 1.0) for name in self.x.tasks}
+        tasks = self.experiment.config.tasks
+        return {name: (tasks[name].loss_weight if tasks else 1.0) for name in self.experiment.tasks}
+
+    def batch_logits(self, task: str, split_name: str, ids: list[list[int]], rows: list[int]) -> torch.Tensor:
+        """The logits of ``rows`` of a split: from the cached frozen prefix when the cache serves
+        them, else from the full model. The one place that choice is made."""
+        logits = self.prefix_cache.logits(task, split_name, ids, rows)  # None: the cache is off
+        if logits is None:
+            input_ids, mask = collate([ids[r] for r in rows], self.pad_id)
+            logits = self.model(task, input_ids.to(self.device), mask.to(self.device))
+        return logits.float()
 
     def train_step(self, task: str, rows: list[int], weight: float) -> float:
         split = self.train_splits[task]
         labels = torch.tensor([split.labels[r] for r in rows], device=self.device)
         self.model.train()
-        logits = self.prefix_cache.logits(task, f"train/{task}", split.ids, rows)  # None: no cache
-        if logits is None:
-            input_ids, mask = collate([split.ids[r] for r in rows], self.pad_id)
-            logits = self.model(task, input_ids.to(self.device), mask.to(self.device))
-        loss = F.cross_entropy(logits.float(), labels)
+        loss = F.cross_entropy(self.batch_logits(task, f"train/{task}", split.ids, rows), labels)
         self.accelerator.backward(loss * weight)
         self.accelerator.clip_grad_norm_(self.trainable, self.cfg.max_grad_norm)
         self.optimizer.step()
@@ -327,24 +348,20 @@ class Trainer:
         for task, split in self.val_splits.items():
             predictions, confidence, total_loss = [], [], 0.0
             for start in range(0, len(split), self.cfg.batch_size * 2):
-                ids = split.ids[start:start + self.cfg.batch_size * 2]
-                labels = torch.tensor(split.labels[start:start + len(ids)], device=self.device)
-                logits = self.prefix_cache.logits(task, f"val/{task}", split.ids, list(range(start, start + len(ids))))
-                if logits is None:
-                    input_ids, mask = collate(ids, self.pad_id)
-                    logits = self.model(task, input_ids.to(self.device), mask.to(self.device))
-                logits = logits.float()
+                rows = list(range(start, min(start + self.cfg.batch_size * 2, len(split))))
+                labels = torch.tensor([split.labels[r] for r in rows], device=self.device)
+                logits = self.batch_logits(task, f"val/{task}", split.ids, rows)
                 total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
                 top = logits.softmax(-1).max(-1)
                 predictions += top.indices.tolist()
                 confidence += [round(p, 4) for p in top.values.tolist()]
-            labels = self.x.tasks[task].labels
+            label_names = self.experiment.tasks[task].labels
             if final:
-                self.predictions[task] = {"labels": labels, "true": list(split.labels), "predicted": predictions,
-                                          "confidence": confidence}
-            matrix = confusion_matrix(split.labels, predictions, len(labels))
+                self.predictions[task] = {"labels": label_names, "true": list(split.labels),
+                                          "predicted": predictions, "confidence": confidence}
+            matrix = confusion_matrix(split.labels, predictions, len(label_names))
             results[task] = {"loss": total_loss / len(split), "accuracy": accuracy(matrix),
-                             "macro_f1": macro_f1(matrix), "labels": labels, "confusion": matrix}
+                             "macro_f1": macro_f1(matrix), "labels": label_names, "confusion": matrix}
         self.model.train()
         if final:
             atomic_write_json(self.run_folder.path / PREDICTIONS, {"tasks": self.predictions})
@@ -355,7 +372,7 @@ class Trainer:
 
     # -- bookkeeping -----------------------------------------------------------------------
     def track_memory(self) -> None:
-        if self.device.type == "cuda":
+        if self.device is not None and self.device.type == "cuda":
             self.peak_mb = torch.cuda.max_memory_allocated() / 2**20
         else:
             import psutil
@@ -364,8 +381,7 @@ class Trainer:
 
     def release_memory(self) -> None:
         self.close_cache()
-        for name in ("optimizer", "scheduler"):
-            self.__dict__.pop(name, None)
+        self.optimizer = self.scheduler = None
         torch.cuda.empty_cache()  # a no-op unless CUDA was initialised
 
     def close_cache(self) -> None:
@@ -375,7 +391,7 @@ class Trainer:
             self.prefix_cache = None
 
     def model_for_saving(self) -> MultiTaskModel:
-        return self.accelerator.unwrap_model(self.model) if hasattr(self, "accelerator") else self.x.model
+        return self.accelerator.unwrap_model(self.model) if self.accelerator is not None else self.experiment.model
 
     @property
     def save_mode(self) -> str:
@@ -384,21 +400,23 @@ class Trainer:
 
     def write_summary(self, status: str, message: str) -> None:
         self.track_memory()
-        x = self.x
+        experiment = self.experiment
         summary = self.run_folder.summary()
         summary.update({
             "status": status, "message": message,
             "tasks": {task: {k: r[k] for k in ("accuracy", "macro_f1", "loss", "labels", "confusion")}
                       for task, r in self.last_eval.items()},
-            "params": x.params, "frozen": frozen_parts(x.model), "preset": x.config.freeze.preset,
-            "train_examples": {task: len(data.train_texts) for task, data in x.tasks.items()},
+            "params": experiment.params, "frozen": frozen_parts(experiment.model),
+            "preset": experiment.config.freeze.preset,
+            "train_examples": {task: len(data.train_texts) for task, data in experiment.tasks.items()},
             "weights": self.save_mode if status in ("finished", "stopped", "evaluated") else "none",
             "disk_mb": round(self.run_folder.disk_bytes() / 2**20, 2),
-            "steps": self.step, "total_steps": getattr(self, "total_steps", 0),
+            "steps": self.step, "total_steps": self.total_steps,
             "examples_per_second": round(self.train_examples / self.train_seconds, 2) if self.train_seconds else 0.0,
             "train_seconds": round(self.train_seconds, 2), "wall_seconds": round(time.time() - self.started, 2),
-            "peak_memory_mb": round(self.peak_mb, 1), "device": x.device, "precision": x.precision,
-            "init_from": x.warm_start, "finished_at": time.time(), "cache": self.cache_info,
-            "seed": self.cfg.seed, "validation_fingerprint": {n: validation_fingerprint(t) for n, t in x.tasks.items()},
+            "peak_memory_mb": round(self.peak_mb, 1), "device": experiment.device,
+            "precision": experiment.precision, "init_from": experiment.warm_start, "finished_at": time.time(),
+            "cache": self.cache_info, "seed": self.cfg.seed,
+            "validation_fingerprint": {n: validation_fingerprint(t) for n, t in experiment.tasks.items()},
         })
         self.run_folder.write_summary(summary)

@@ -187,7 +187,7 @@ def gradients_of_one_step(trainer, task: str, rows: list[int]) -> tuple[float, d
     grads = {}
 
     def record():
-        grads.update({n: p.grad.clone() for n, p in trainer.x.model.named_parameters() if p.grad is not None})
+        grads.update({n: p.grad.clone() for n, p in trainer.experiment.model.named_parameters() if p.grad is not None})
 
     trainer.optimizer.step = record
     torch.manual_seed(0)  # the same dropout masks in every call
@@ -236,7 +236,7 @@ def test_a_step_clips_then_updates_only_its_tasks_head(tiny_bert, small_config, 
         original_step()
 
     trainer.optimizer.step = step
-    model = trainer.x.model
+    model = trainer.experiment.model
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainer.train_step("topic", [0, 1, 2, 3], 1.0)
     assert norms[0] == pytest.approx(0.5, rel=1e-3)  # clipped to max_grad_norm (the loss starts above it)
@@ -252,23 +252,28 @@ def test_optimizer_groups_give_heads_their_learning_rate_and_skip_frozen_parts(t
                           training={"learning_rate": 3e-5, "head_learning_rate": 2e-3, "weight_decay": 0.05,
                                     "device": "cpu"})
     trainer, _ = staged_trainer(config, tmp_path, setup=False)
-    model = trainer.x.model
-    backbone_group, head_group = trainer.make_optimizer().param_groups
-    heads = {id(p) for p in model.heads.parameters()}
-    assert backbone_group["lr"] == 3e-5 and head_group["lr"] == 2e-3
-    assert {id(p) for p in head_group["params"]} == heads
+    model = trainer.experiment.model
+    groups = trainer.make_optimizer().param_groups
+    assert [(g["lr"], g["weight_decay"]) for g in groups] == [(3e-5, 0.05), (3e-5, 0.0), (2e-3, 0.05), (2e-3, 0.0)]
+    ids = [{id(p) for p in g["params"]} for g in groups]
+    assert ids[2] | ids[3] == {id(p) for p in model.heads.parameters()}
     expected = {id(p) for p in model.backbone.parameters() if p.requires_grad}
-    assert {id(p) for p in backbone_group["params"]} == expected
+    assert ids[0] | ids[1] == expected and not ids[0] & ids[1]
     assert not {id(p) for p in model.backbone.embeddings.parameters()} & expected
-    assert backbone_group["weight_decay"] == head_group["weight_decay"] == 0.05
+    # biases and LayerNorm weights are not decayed (Hugging Face Trainer, nanoGPT); matrices are
+    no_decay = {id(p) for n, p in model.named_parameters() if p.requires_grad and (n.endswith(".bias") or "LayerNorm" in n)}
+    assert no_decay and ids[1] | ids[3] == no_decay
+    assert {id(model.heads["topic"].classifier.weight), id(model.backbone.encoder.layer[0].attention.self.query.weight)} <= ids[0] | ids[2]
 
 
-def test_a_frozen_backbone_leaves_one_optimizer_group_the_heads(tiny_bert, small_config, tmp_path):
+def test_a_frozen_backbone_leaves_the_heads_alone_in_the_optimizer(tiny_bert, small_config, tmp_path):
     config = small_config(tiny_bert, freeze={"preset": "scenario2"}, training={"head_learning_rate": 2e-3,
                                                                               "device": "cpu"})
     trainer, _ = staged_trainer(config, tmp_path, setup=False)
-    (group,) = trainer.make_optimizer().param_groups
-    assert group["lr"] == 2e-3 and {id(p) for p in group["params"]} == {id(p) for p in trainer.x.model.heads.parameters()}
+    weights, biases = trainer.make_optimizer().param_groups
+    model = trainer.experiment.model
+    assert weights["lr"] == biases["lr"] == 2e-3 and biases["weight_decay"] == 0.0
+    assert {id(p) for p in weights["params"] + biases["params"]} == {id(p) for p in model.heads.parameters()}
 
 
 @pytest.mark.parametrize("freeze", [{}, {"preset": "lower_k", "k": 2}], ids=["uncached", "cached-prefix"])
@@ -282,7 +287,7 @@ def test_evaluation_scores_every_validation_example_once(freeze, tiny_bert, smal
     trainer.step, trainer.steps_per_epoch = 3, 7  # mid-run, as the loop leaves them
     results = trainer.evaluate(final=True)
     assert trainer.model.training  # evaluation hands the model back in training mode
-    model = trainer.x.model
+    model = trainer.experiment.model
     model.eval()
     for task, split in trainer.val_splits.items():
         # the same numbers, one example at a time
@@ -290,13 +295,13 @@ def test_evaluation_scores_every_validation_example_once(freeze, tiny_bert, smal
             logits = torch.cat([model(task, *collate([ids], trainer.pad_id)) for ids in split.ids])
         labels = torch.tensor(split.labels)
         predictions = logits.argmax(-1).tolist()
-        matrix = confusion_matrix(split.labels, predictions, len(trainer.x.tasks[task].labels))
+        matrix = confusion_matrix(split.labels, predictions, len(trainer.experiment.tasks[task].labels))
         got = results[task]
         assert got["confusion"] == matrix and sum(map(sum, matrix)) == len(split) == 24
         assert got["accuracy"] == accuracy(matrix) and got["macro_f1"] == macro_f1(matrix)
         assert got["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item(), rel=1e-4)
 
-        assert got["labels"] == trainer.x.tasks[task].labels
+        assert got["labels"] == trainer.experiment.tasks[task].labels
     if freeze:  # each validation example went through the frozen prefix once; a second evaluation reuses it
         assert trainer.prefix_cache.stats["prefix_examples"] == 48 and trainer.prefix_cache.stats["hit_examples"] == 0
         assert trainer.evaluate() == results and trainer.prefix_cache.stats["hit_examples"] == 48
