@@ -479,8 +479,10 @@ class FrozenPrefixCache:
         with self.from_layer(self.depth):
             return self.model.encode(None, mask, inputs_embeds=values)
 
-    def logits(self, task: str, name: str, ids: list[list[int]], rows: list[int]):
-        """Logits for ``rows`` of the split ``ids`` (stored as ``name``); None if the cache is off."""
+    def logits(self, task: str, name: str, ids: list[list[int]], rows: list[int], backbone_grad: bool = True):
+        """Logits for ``rows`` of the split ``ids`` (stored as ``name``); None if the cache is off.
+
+        backbone_grad=False: the layers above the prefix run without gradients (only the head learns)."""
         if not self.active:
             return None
         store = self.store(name, ids)
@@ -497,9 +499,11 @@ class FrozenPrefixCache:
         values, mask = store.get(rows, self.device)
         if self.kind == "hidden":
             with self.from_layer(self.depth):
-                return self.forward(task, None, mask, inputs_embeds=values)
+                return self.forward(task, None, mask, inputs_embeds=values, backbone_grad=backbone_grad)
         with self.autocast():
-            return self.model.heads[task](self.encode_from(values, mask))
+            with nullcontext() if backbone_grad else torch.no_grad():
+                pooled = self.encode_from(values, mask)
+            return self.model.heads[task](pooled)
 
     # -- reporting and cleanup -----------------------------------------------------------
     def info(self) -> dict:

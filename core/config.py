@@ -26,7 +26,8 @@ class _Strict(BaseModel):
 class TaskConfig(_Strict):
     """Where one task's examples come from: local files or a hub data set name."""
 
-    train: str = Field(description="training file (csv/tsv/json/jsonl/parquet) or hub data set name")
+    train: str = Field(description="training file (csv/tsv/json/jsonl/parquet), hub data set name, or 'demo' "
+                                   "(the built-in demo set's task of this name, with its fixed validation split)")
     validation: str | None = Field(None, description="validation file; omitted: a seeded split of train")
     hub_subset: str | None = Field(None, description="configuration name of a hub data set")
     train_split: str = Field("train", description="split name of a hub data set used for training")
@@ -37,6 +38,8 @@ class TaskConfig(_Strict):
     max_validation_examples: int | None = Field(None, gt=0)
     validation_fraction: float = Field(0.2, gt=0, lt=1, description="used when no validation is given")
     loss_weight: float = Field(1.0, gt=0, le=100)
+    trains_backbone: bool = Field(True, description="false: this task's loss updates only its own head (nothing, "
+                                                    "if the head is frozen); its data is still evaluated")
 
 
 class FreezeConfig(_Strict):
@@ -106,6 +109,10 @@ class ExperimentConfig(_Strict):
     @property
     def task_names(self) -> list[str]:
         return list(self.tasks) if self.tasks else ["topic", "sentiment"]
+
+    def trains_backbone(self, task: str) -> bool:
+        """Whether this task's loss reaches the backbone (the demo's tasks always do)."""
+        return self.tasks[task].trains_backbone if self.tasks and task in self.tasks else True
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

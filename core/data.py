@@ -16,6 +16,7 @@ from pathlib import Path
 from core.backbones import typed_as_path
 
 DEMO_CSV = Path(__file__).parent / "demo_data" / "demo.csv"
+DEMO_SOURCE = "demo"  # as a task's train: the built-in demo set's task of that name
 FORMATS = {".csv": ("csv", ","), ".tsv": ("csv", "\t"), ".tab": ("csv", "\t"), ".json": ("json", None),
            ".jsonl": ("json", None), ".parquet": ("parquet", None)}
 MAX_LABELS = 1000
@@ -88,6 +89,16 @@ def load_demo_tasks() -> dict[str, TaskData]:
     return tasks
 
 
+def demo_task(name: str) -> TaskData:
+    """``train: demo``: one task of the built-in set, so a config can name the demo data and still set
+    per-task keys (``trains_backbone``, ``loss_weight``)."""
+    tasks = load_demo_tasks()
+    if name not in tasks:
+        raise DataError(f"task {name!r}: the built-in demo data has the tasks {' and '.join(tasks)}, "
+                        f"so 'train: demo' needs one of those names")
+    return tasks[name]
+
+
 def _demo_order(task: str):
     order = {"sentiment": ["negative", "neutral", "positive"]}.get(task, [])
     return lambda label: (order.index(label) if label in order else len(order), label)
@@ -98,6 +109,8 @@ def _demo_order(task: str):
 
 def load_task(name: str, task, seed: int = 0) -> TaskData:
     """Read one task's train (and validation) data, check it, and index its labels."""
+    if task.train == DEMO_SOURCE:
+        return demo_task(name)
     train = read_table(task.train, task, task.train_split)
     if task.validation or (is_hub_name(task.train) and task.validation_split):
         val = read_table(task.validation or task.train, task, task.validation_split or "validation")

@@ -6,6 +6,8 @@ Read it top to bottom: ``encode`` turns tokens into one vector per sentence,
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from torch import nn
 
@@ -64,8 +66,13 @@ class MultiTaskModel(nn.Module):
             out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
         return self.pool(out.last_hidden_state, attention_mask, getattr(out, "pooler_output", None))
 
-    def forward(self, task: str, input_ids: torch.Tensor, attention_mask: torch.Tensor, inputs_embeds=None):
-        return self.heads[task](self.encode(input_ids, attention_mask, inputs_embeds))
+    def forward(self, task: str, input_ids: torch.Tensor, attention_mask: torch.Tensor, inputs_embeds=None,
+                backbone_grad: bool = True):
+        """The task's logits. ``backbone_grad=False``: the backbone runs without gradients, so this
+        batch's loss can update only the head (a task with ``trains_backbone: false``)."""
+        with nullcontext() if backbone_grad else torch.no_grad():
+            pooled = self.encode(input_ids, attention_mask, inputs_embeds)
+        return self.heads[task](pooled)
 
     def head_state(self) -> dict[str, torch.Tensor]:
         return {f"{task}.{k}": v for task, head in self.heads.items() for k, v in head.state_dict().items()}

@@ -301,21 +301,24 @@ class Trainer:
         tasks = self.experiment.config.tasks
         return {name: (tasks[name].loss_weight if tasks else 1.0) for name in self.experiment.tasks}
 
-    def batch_logits(self, task: str, split_name: str, ids: list[list[int]], rows: list[int]) -> torch.Tensor:
+    def batch_logits(self, task: str, split_name: str, ids: list[list[int]], rows: list[int],
+                     backbone_grad: bool = True) -> torch.Tensor:
         """The logits of ``rows`` of a split: from the cached frozen prefix when the cache serves
         them, else from the full model. The one place that choice is made."""
-        logits = self.prefix_cache.logits(task, split_name, ids, rows)  # None: the cache is off
+        logits = self.prefix_cache.logits(task, split_name, ids, rows, backbone_grad)  # None: the cache is off
         if logits is None:
             input_ids, mask = collate([ids[r] for r in rows], self.pad_id)
-            logits = self.model(task, input_ids.to(self.device), mask.to(self.device))
+            logits = self.model(task, input_ids.to(self.device), mask.to(self.device), backbone_grad=backbone_grad)
         return logits.float()
 
     def train_step(self, task: str, rows: list[int], weight: float) -> float:
         split = self.train_splits[task]
         labels = torch.tensor([split.labels[r] for r in rows], device=self.device)
         self.model.train()
-        loss = F.cross_entropy(self.batch_logits(task, f"train/{task}", split.ids, rows), labels)
-        self.accelerator.backward(loss * weight)
+        backbone_grad = self.experiment.config.trains_backbone(task)
+        loss = F.cross_entropy(self.batch_logits(task, f"train/{task}", split.ids, rows, backbone_grad), labels)
+        if loss.requires_grad:  # false when this task neither trains the backbone nor has a trainable head
+            self.accelerator.backward(loss * weight)
         self.accelerator.clip_grad_norm_(self.trainable, self.cfg.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
