@@ -1,4 +1,4 @@
-"""Command line: ``python -m core train|sweep|compare|describe|presets|runs``.
+"""Command line: ``python -m core train|sweep|compare|inspect|materialize|describe|presets|device|runs``.
 
 Every expected problem (bad config, data, backbone, busy device) ends with a
 one-line message on stderr and exit code 2; the run directory is the last line
@@ -70,6 +70,11 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument("--json", action="store_true")
     compare.add_argument("--runs-dir", default="runs")
     compare.set_defaults(command=cmd_compare)
+    inspect_run = sub.add_parser("inspect", help="where a finished run learned (change per part) and its metrics")
+    inspect_run.add_argument("run", help="a run id or run folder")
+    inspect_run.add_argument("--json", action="store_true", help="the summary's change and tasks as JSON")
+    inspect_run.add_argument("--runs-dir", default="runs")
+    inspect_run.set_defaults(command=cmd_inspect)
     materialize = sub.add_parser("materialize", help="write a run's full backbone/ folder from what it stored")
     materialize.add_argument("run", help="a run id or run folder")
     materialize.add_argument("--runs-dir", default="runs")
@@ -211,6 +216,35 @@ def cmd_compare(args) -> int:
 
     result = compare(RunStore(args.runs_dir), args.a, args.b)
     print(json.dumps(result, indent=2) if args.json else format_comparison(result))
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    """The final change per part (frozen parts marked: their 0 is exact), then the metrics."""
+    from core.changes import NO_CHANGE_MAP, final_rows
+
+    store = RunStore(args.runs_dir)
+    run = store.get(args.run)
+    store.mark_if_interrupted(run)
+    summary = run.summary()
+    if summary.get("status") == "running":
+        raise RunError(f"run {run.id} is still running (step {summary.get('steps', 0)}); inspect it when it ends")
+    if args.json:
+        print(json.dumps({"run_id": run.id, "status": summary.get("status"), "frozen": summary.get("frozen", []),
+                          "change": summary.get("change", {}), "tasks": summary.get("tasks", {})}, indent=2))
+        return 0
+    print(f"{run.id} ({summary.get('status')}, {summary.get('steps', 0)} steps)")
+    rows = final_rows(summary)
+    if rows:
+        print(f"  {'part':<18} {'moved (rel. L2)':>16} {'mean grad norm':>15}")
+        for row in rows:
+            mark = "  frozen: exactly 0" if row["frozen"] else ""
+            print(f"  {row['part']:<18} {row['relative_change']:>16.3e} {row['grad_norm']:>15.3e}{mark}")
+    else:
+        print(f"  {NO_CHANGE_MAP}")
+    for task, metrics in summary.get("tasks", {}).items():
+        print(f"  {task}: accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}, "
+              f"loss {metrics['loss']:.3f}")
     return 0
 
 

@@ -53,9 +53,20 @@ class StateEvent:
     time: float = field(default_factory=time.time)
 
 
-Event = Union[StepEvent, EvalEvent, ProgressEvent, StateEvent]
+@dataclass
+class ChangeEvent:
+    """Where learning happened so far (core.changes): per part, relative_change and grad_norm."""
+
+    step: int
+    parts: dict  # part -> {relative_change, grad_norm}
+    kind: str = "change"
+    time: float = field(default_factory=time.time)
+
+
+Event = Union[StepEvent, EvalEvent, ProgressEvent, StateEvent, ChangeEvent]
 Subscriber = Callable[[Event], None]
-KINDS = {"step": StepEvent, "eval": EvalEvent, "progress": ProgressEvent, "state": StateEvent}
+KINDS = {"step": StepEvent, "eval": EvalEvent, "progress": ProgressEvent, "state": StateEvent,
+         "change": ChangeEvent}
 
 
 def to_dict(event: Event) -> dict:

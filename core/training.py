@@ -26,7 +26,8 @@ from core.batching import EncodedSplit, collate, encode, epoch_schedule, steps_p
 from core.cache import FrozenPrefixCache, SharedPrefix
 from core.config import ExperimentConfig
 from core.data import DataError, TaskData, load_tasks
-from core.events import EvalEvent, EventBus, ProgressEvent, StateEvent, StepEvent, Subscriber
+from core.changes import ChangeMap
+from core.events import ChangeEvent, EvalEvent, EventBus, ProgressEvent, StateEvent, StepEvent, Subscriber
 from core.freezing import FreezePlan, apply_plan, frozen_parts, trainable_parameters
 from core.locks import training_lock
 from core.metrics import accuracy, confusion_matrix, macro_f1
@@ -184,6 +185,9 @@ class Trainer:
         self.total_steps = 0
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler = None
+        self.changes: ChangeMap | None = None  # the starting weights, for the change map
+        self.last_change: dict = {}  # the change map's latest record, stored in the summary
+        self.change_seconds = 0.0  # what recording the change map cost (bench/speed.py reports it)
         self.step = 0
         self.train_seconds = 0.0
         self.train_examples = 0
@@ -208,6 +212,7 @@ class Trainer:
                 self.evaluate(final=True)
         except StopRequested:
             status, message = "stopped", f"stopped at step {self.step} of {self.total_steps}"
+            self.record_change()  # where learning had got to when it stopped
         except torch.OutOfMemoryError:
             status, message = "failed", OOM_HINT
             self.release_memory()
@@ -256,6 +261,7 @@ class Trainer:
             settings=cache_settings(experiment), folder=self.run_folder.path, device=self.device,
             autocast=self.accelerator.autocast, shared=experiment.shared_prefix)
         self.run_folder.update_summary(cache=self.prefix_cache.info())
+        self.changes = ChangeMap(experiment.model, self.device, self.run_folder.path)
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         """AdamW over trainable parameters only; heads get their own learning rate.
@@ -319,7 +325,10 @@ class Trainer:
         loss = F.cross_entropy(self.batch_logits(task, f"train/{task}", split.ids, rows, backbone_grad), labels)
         if loss.requires_grad:  # false when this task neither trains the backbone nor has a trainable head
             self.accelerator.backward(loss * weight)
-        self.accelerator.clip_grad_norm_(self.trainable, self.cfg.max_grad_norm)
+        total_norm = float(self.accelerator.clip_grad_norm_(self.trainable, self.cfg.max_grad_norm))
+        began = time.perf_counter()  # the change map sees the gradients before clipping scaled them down
+        self.changes.add_gradients(scale=max(1.0, (total_norm + 1e-6) / self.cfg.max_grad_norm))
+        self.change_seconds += time.perf_counter() - began
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -340,10 +349,19 @@ class Trainer:
 
     # -- evaluation ------------------------------------------------------------------------
     def evaluate(self, final: bool = False) -> dict:
-        """Per task: loss, accuracy, macro-F1 and the confusion matrix on validation data."""
+        """Per task: loss, accuracy, macro-F1 and the confusion matrix on validation data; then
+        where learning happened so far (the change map)."""
         # a `with` block, not the @torch.inference_mode() decorator: mutmut skips decorated functions
         with torch.inference_mode():
-            return self._evaluate(final)
+            results = self._evaluate(final)
+        self.record_change()
+        return results
+
+    def record_change(self) -> None:
+        began = time.perf_counter()
+        self.last_change = self.changes.record()
+        self.change_seconds += time.perf_counter() - began
+        self.bus.emit(ChangeEvent(self.step, self.last_change))
 
     def _evaluate(self, final: bool) -> dict:
         self.model.eval()
@@ -388,10 +406,13 @@ class Trainer:
         torch.cuda.empty_cache()  # a no-op unless CUDA was initialised
 
     def close_cache(self) -> None:
-        """Free the cached activations (and any memory-mapped file); keep what the summary reports."""
+        """Free the cached activations and the change map's starting weights (and their memory-mapped
+        files); keep what the summary reports."""
         if self.prefix_cache is not None:
             self.cache_info = self.prefix_cache.close()
             self.prefix_cache = None
+        if self.changes is not None:
+            self.changes.close()
 
     def model_for_saving(self) -> MultiTaskModel:
         return self.accelerator.unwrap_model(self.model) if self.accelerator is not None else self.experiment.model
@@ -419,7 +440,10 @@ class Trainer:
             "train_seconds": round(self.train_seconds, 2), "wall_seconds": round(time.time() - self.started, 2),
             "peak_memory_mb": round(self.peak_mb, 1), "device": experiment.device,
             "precision": experiment.precision, "init_from": experiment.warm_start, "finished_at": time.time(),
-            "cache": self.cache_info, "seed": self.cfg.seed,
+            "cache": self.cache_info, "seed": self.cfg.seed, "change": self.last_change,
+            "change_map": {"storage": self.changes.storage if self.changes else None,
+                           "mb": self.changes.megabytes if self.changes else 0.0,
+                           "seconds": round(self.change_seconds, 3)},
             "validation_fingerprint": {n: validation_fingerprint(t) for n, t in experiment.tasks.items()},
         })
         self.run_folder.write_summary(summary)

@@ -44,7 +44,10 @@ def test_events_and_metrics_file(tiny_bert, small_config, tmp_path):
     assert summary["status"] == "finished", summary["message"]
     order = kinds(seen)
     assert order[0] == "state:started" and order[-1] == "state:finished"
-    assert order[-2] == "eval" and seen[-2].final  # the final evaluation comes just before the end
+    # the final evaluation, then where learning happened, come just before the end
+    assert order[-3:-1] == ["eval", "change"] and seen[-3].final
+    changes = [e for e in seen if isinstance(e, ev.ChangeEvent)]
+    assert [e.step for e in changes] == [5, 10, 15, 20, 24]  # one change record per evaluation
     steps = [e for e in seen if isinstance(e, ev.StepEvent)]
     progress = [e for e in seen if isinstance(e, ev.ProgressEvent)]
     evals = [e for e in seen if isinstance(e, ev.EvalEvent)]
