@@ -127,3 +127,20 @@ def test_the_cli_writes_the_zip_and_says_where(runs, tmp_path, capsys):
     code = main(["export", str(run.path), "--out", str(tmp_path / "no" / "such" / "folder.zip")])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: cannot write") and err.count("\n") == 1
+
+
+def test_the_page_offers_a_finished_run_as_a_zip(runs, tmp_path, monkeypatch, tiny_bert):
+    import shutil
+
+    from page_helpers import new_app, open_tab
+
+    store = tmp_path / "runs"
+    shutil.copytree(runs["full"].path, store / runs["full"].id)
+    monkeypatch.setenv("FREEZE_LAB_RUNS_DIR", str(store))
+    built = []
+    monkeypatch.setattr("core.export.export_bytes", lambda run: built.append(run.id) or b"")
+    at = open_tab(new_app(tiny_bert), "Compare runs")
+    assert not at.exception
+    (button,) = [b for b in at.get("download_button") if b.proto.label == "Download run (.zip)"]
+    assert not button.proto.disabled
+    assert built == []  # listing the runs builds no zip: Streamlit calls export_bytes only on a click
