@@ -106,6 +106,8 @@ def cmd_train(args) -> int:
         if stop.is_set() or (args.stop_file is not None and args.stop_file.exists()):
             print("stopped before training began", file=sys.stderr)
             return 1
+        for note in experiment.notes:
+            print(f"note: {note}", file=sys.stderr)
         print(f"backbone {config.backbone}: {experiment.params['trainable']:,} of {experiment.params['total']:,} "
               f"parameters trainable; frozen: {', '.join(experiment.plan.frozen) or 'nothing'}", file=sys.stderr)
         bar = None if args.quiet else ProgressBar()

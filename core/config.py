@@ -37,6 +37,21 @@ class TaskConfig(_Strict):
     max_validation_examples: int | None = Field(None, gt=0)
     validation_fraction: float = Field(0.2, gt=0, lt=1, description="used when no validation is given")
     loss_weight: float = Field(1.0, gt=0, le=100)
+    encoding: str = Field("auto", description="text encoding of the files: auto (UTF-8, else Windows-1252, "
+                                              "with a note) or a Python codec name such as latin-1 or cp1250")
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, name: str) -> str:
+        """A codec Python knows and that decodes bytes to text (``rot13`` or ``base64`` are not)."""
+        if name == "auto":
+            return name
+        try:
+            b"a".decode(name, "ignore")  # LookupError for an unknown name and a bytes-to-bytes codec alike
+        except LookupError:
+            raise ValueError(f"unknown text encoding {name!r}; use auto, utf-8, cp1252, latin-1 or another "
+                             "Python codec name") from None
+        return name
 
 
 class FreezeConfig(_Strict):

@@ -115,7 +115,8 @@ def prepare(config: ExperimentConfig, runs_dir: str | Path = "runs",
     model, tokenizer, warm = build_model(config, tasks, RunStore(runs_dir))
     plan = plan_from_config(config.freeze, list(model.parts()))
     params = apply_plan(model, plan)
-    return Experiment(config, tasks, model, tokenizer, plan, params, device, precision, warm)
+    notes = list(dict.fromkeys(note for task in tasks.values() for note in task.notes))  # two tasks, one file
+    return Experiment(config, tasks, model, tokenizer, plan, params, device, precision, warm, notes)
 
 
 def run_experiment(config: ExperimentConfig, runs_dir: str | Path = "runs",
@@ -398,7 +399,7 @@ class Trainer:
             "examples_per_second": round(self.train_examples / self.train_seconds, 2) if self.train_seconds else 0.0,
             "train_seconds": round(self.train_seconds, 2), "wall_seconds": round(time.time() - self.started, 2),
             "peak_memory_mb": round(self.peak_mb, 1), "device": x.device, "precision": x.precision,
-            "init_from": x.warm_start, "finished_at": time.time(), "cache": self.cache_info,
+            "init_from": x.warm_start, "finished_at": time.time(), "cache": self.cache_info, "data_notes": x.notes,
             "seed": self.cfg.seed, "validation_fingerprint": {n: validation_fingerprint(t) for n, t in x.tasks.items()},
         })
         self.run_folder.write_summary(summary)
