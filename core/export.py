@@ -53,6 +53,8 @@ def zip_root(run: Run) -> str:
 def own_files(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
     """The regular files under ``folder`` with one of ``suffixes``; a symbolic link anywhere is refused, not
     followed, so an export never reads outside the run."""
+    if folder.is_symlink():
+        raise RunError(f"{folder} is a symbolic link; an export holds only the run's own files")
     found = []
     for where, folders, files in os.walk(folder):  # followlinks=False: a linked folder is never entered
         for name in [*folders, *files]:
@@ -66,11 +68,12 @@ def own_files(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
 
 def record_files(run: Run) -> list[Path]:
     """The run's record files that exist, refusing a symbolic link among them."""
-    present = [run.path / name for name in RECORD_FILES if (run.path / name).is_symlink() or
-               (run.path / name).is_file()]
-    for path in present:
+    present = []
+    for path in (run.path / name for name in RECORD_FILES):
         if path.is_symlink():
             raise RunError(f"{path} is a symbolic link; an export holds only the run's own files")
+        if path.is_file():
+            present.append(path)
     return present
 
 
@@ -116,8 +119,8 @@ def export_to_file(run: Run, out: Path) -> Path:
         with open(tmp, "wb") as handle:
             write_export(run, handle)
         os.replace(tmp, out)
-    except OSError as error:
-        raise RunError(f"cannot write {out}: {error.strerror or error}") from None
+    except OSError as error:  # the target's folder, a full disk, or a run file that vanished meanwhile
+        raise RunError(f"cannot export run {run.id} to {out}: {error.strerror or error}") from None
     finally:
         tmp.unlink(missing_ok=True)
     return out

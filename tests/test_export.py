@@ -91,7 +91,12 @@ def test_a_symbolic_link_in_the_run_is_refused_not_followed(runs, tmp_path):
     secret = tmp_path / "secret.txt"
     secret.write_text("not the run's", encoding="utf-8")
     (copy / "backbone" / "added_tokens.txt").symlink_to(secret)
-    with pytest.raises(RunError, match="symbolic link"):
+    with pytest.raises(RunError, match="added_tokens.txt is a symbolic link"):
+        export_to_file(RunStore(tmp_path / "runs").get("linked"), tmp_path / "run.zip")
+    (copy / "backbone" / "added_tokens.txt").unlink()
+    (copy / "predictions.json").unlink()
+    (copy / "predictions.json").symlink_to(secret)  # a record file too
+    with pytest.raises(RunError, match="predictions.json is a symbolic link"):
         export_to_file(RunStore(tmp_path / "runs").get("linked"), tmp_path / "run.zip")
     assert not (tmp_path / "run.zip").exists()
 
@@ -126,7 +131,7 @@ def test_the_cli_writes_the_zip_and_says_where(runs, tmp_path, capsys):
     assert zipfile.ZipFile(out).testzip() is None
     code = main(["export", str(run.path), "--out", str(tmp_path / "no" / "such" / "folder.zip")])
     err = capsys.readouterr().err
-    assert code == 2 and err.startswith("error: cannot write") and err.count("\n") == 1
+    assert code == 2 and err.startswith(f"error: cannot export run {run.id} to ") and err.count("\n") == 1
 
 
 def test_the_page_offers_a_finished_run_as_a_zip(runs, tmp_path, monkeypatch, tiny_bert):
