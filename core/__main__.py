@@ -1,4 +1,4 @@
-"""Command line: ``python -m core train|sweep|compare|inspect|materialize|describe|presets|device|runs``.
+"""Command line: ``python -m core train|sweep|compare|inspect|materialize|export|describe|presets|device|runs``.
 
 Every expected problem (bad config, data, backbone, busy device) ends with a
 one-line message on stderr and exit code 2; the run directory is the last line
@@ -79,6 +79,12 @@ def parser() -> argparse.ArgumentParser:
     materialize.add_argument("run", help="a run id or run folder")
     materialize.add_argument("--runs-dir", default="runs")
     materialize.set_defaults(command=cmd_materialize)
+    export = sub.add_parser("export", help="write a finished run as a zip: its model folder, heads, record and "
+                                           "a model card")
+    export.add_argument("run", help="a run id or run folder")
+    export.add_argument("--out", required=True, type=Path, metavar="FILE.zip", help="the zip to write")
+    export.add_argument("--runs-dir", default="runs")
+    export.set_defaults(command=cmd_export)
     describe = sub.add_parser("describe", help="list a backbone's parts and parameter counts")
     describe.add_argument("--backbone", default="minilm")
     describe.add_argument("--pooling", default="mean", choices=["mean", "cls"])
@@ -106,6 +112,8 @@ def cmd_train(args) -> int:
         if stop.is_set() or (args.stop_file is not None and args.stop_file.exists()):
             print("stopped before training began", file=sys.stderr)
             return 1
+        for note in experiment.notes:
+            print(f"note: {note}", file=sys.stderr)
         print(f"backbone {config.backbone}: {experiment.params['trainable']:,} of {experiment.params['total']:,} "
               f"parameters trainable; frozen: {', '.join(experiment.plan.frozen) or 'nothing'}", file=sys.stderr)
         bar = None if args.quiet else ProgressBar()
@@ -208,6 +216,14 @@ def cmd_materialize(args) -> int:
     began = time.perf_counter()
     folder = materialize(RunStore(args.runs_dir).get(args.run))
     print(f"{folder} ({time.perf_counter() - began:.1f} s)")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from core.export import export_to_file
+
+    out = export_to_file(RunStore(args.runs_dir).get(args.run), args.out)
+    print(f"{out} ({out.stat().st_size / 2**20:.1f} MB)")
     return 0
 
 

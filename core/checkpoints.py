@@ -119,22 +119,28 @@ def tensor_parts(backbone, parts) -> dict[str, str]:
 
 
 def materialize(run: Run) -> Path:
-    """Write a ``changed`` run's full ``backbone/`` folder (for export, download or another loader)."""
-    from transformers import AutoTokenizer
-
+    """Write a ``changed`` run's full ``backbone/`` folder (for another loader that reads the run folder)."""
     if (run.backbone_dir / "config.json").exists():
         return run.backbone_dir
     if not (run.changed_dir / CHANGED_TENSORS).exists():
         raise RunError(f"run {run.id} has no stored weights to materialize ({run.summary().get('weights', 'none')})")
+    staging = run.path / ".backbone.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    save_rebuilt(run, staging)
+    staging.rename(run.backbone_dir)
+    return run.backbone_dir
+
+
+def save_rebuilt(run: Run, folder: Path) -> None:
+    """A ``changed`` run's backbone, rebuilt on its checked base, saved with its tokenizer as a full
+    ``AutoModel`` folder at ``folder``: ``materialize`` keeps it in the run, an export only in its zip."""
+    from transformers import AutoTokenizer
+
     meta = json.loads((run.path / "heads.json").read_text(encoding="utf-8"))
     backbone = rebuild_backbone(run, meta["pooling"])
     tokenizer = AutoTokenizer.from_pretrained(run.changed_dir, trust_remote_code=False)
-    staging = run.path / ".backbone.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    backbone.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    staging.rename(run.backbone_dir)
-    return run.backbone_dir
+    backbone.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
 
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")

@@ -40,6 +40,21 @@ class TaskConfig(_Strict):
     loss_weight: float = Field(1.0, gt=0, le=100)
     trains_backbone: bool = Field(True, description="false: this task's loss updates only its own head (nothing, "
                                                     "if the head is frozen); its data is still evaluated")
+    encoding: str = Field("auto", description="text encoding of the files: auto (UTF-8, else Windows-1252, "
+                                              "with a note) or a Python codec name such as latin-1 or cp1250")
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, name: str) -> str:
+        """A codec Python knows and that decodes bytes to text (``rot13`` or ``base64`` are not)."""
+        if name == "auto":
+            return name
+        try:
+            b"a".decode(name, "ignore")  # LookupError for an unknown name and a bytes-to-bytes codec alike
+        except LookupError:
+            raise ValueError(f"unknown text encoding {name!r}; use auto, utf-8, cp1252, latin-1 or another "
+                             "Python codec name") from None
+        return name
 
 
 class FreezeConfig(_Strict):

@@ -12,6 +12,7 @@ import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from core.backbones import typed_as_path
 
@@ -53,6 +54,7 @@ class Table:
     labels: list
     label_names: list[str] | None  # from a hub ClassLabel feature
     source: str
+    notes: list[str] = field(default_factory=list)  # as read (how the text was decoded); kept by load_task
 
 
 def load_tasks(config) -> dict[str, TaskData]:
@@ -112,13 +114,17 @@ def load_task(name: str, task, seed: int = 0) -> TaskData:
     if task.train == DEMO_SOURCE:
         return demo_task(name)
     train = read_table(task.train, task, task.train_split)
+    notes = list(train.notes)
     if task.validation or (is_hub_name(task.train) and task.validation_split):
         val = read_table(task.validation or task.train, task, task.validation_split or "validation")
+        notes += [note for note in val.notes if note not in notes]
     else:
         train, val = split_table(train, task.validation_fraction, seed)
     train = cap(train, task.max_train_examples, seed)
     val = cap(val, task.max_validation_examples, seed)
-    return index_labels(name, train, val)
+    data = index_labels(name, train, val)
+    data.notes = notes
+    return data
 
 
 def is_builder_name(name: str) -> bool:
@@ -136,13 +142,15 @@ def is_hub_name(source: str) -> bool:
 
 def read_table(source: str, task, split: str) -> Table:
     """Read the text and label columns of a local file or a hub data set."""
+    notes = []
     if is_hub_name(source):
         dataset = _load_hub(source, task.hub_subset, split)
         where = f"hub data set {source!r} ({split})"
     else:
-        path = check_file(source)
-        dataset = _load_file(path)
+        checked = check_file(source, task.encoding)
+        dataset = _load_file(checked)
         where = str(source)
+        notes = [checked.note] if checked.note else []
     columns = list(dataset.column_names)
     for role, column in (("text", task.text_column), ("label", task.label_column)):
         if column not in columns:
@@ -151,7 +159,7 @@ def read_table(source: str, task, split: str) -> Table:
         raise DataError(f"{where}: the file has a header but no rows")
     feature = dataset.features[task.label_column]
     names = list(feature.names) if hasattr(feature, "names") else None
-    return Table(list(dataset[task.text_column]), list(dataset[task.label_column]), names, where)
+    return Table(list(dataset[task.text_column]), list(dataset[task.label_column]), names, where, notes)
 
 
 def _column_list(columns: list, limit: int = 20, width: int = 40) -> str:
@@ -163,7 +171,19 @@ def _column_list(columns: list, limit: int = 20, width: int = 40) -> str:
     return text
 
 
-def check_file(source: str) -> Path:
+class CheckedFile(NamedTuple):
+    """A data file that passed the checks, the encoding its text is read in (None: parquet, not text), and a
+    note when that encoding was a fallback rather than UTF-8 or the task's own."""
+
+    path: Path
+    encoding: str | None
+    note: str | None = None
+
+
+FALLBACK_ENCODING = "cp1252"
+
+
+def check_file(source: str, encoding: str = "auto") -> CheckedFile:
     """Catch the common file problems before a parser turns them into tracebacks."""
     path = Path(source).expanduser()
     if not path.exists():
@@ -178,31 +198,60 @@ def check_file(source: str) -> Path:
         raise DataError(f"{source}: the file is empty")
     if size > MAX_FILE_MB * 2**20:
         raise DataError(f"{source}: the file is {size / 2**20:.0f} MB, over the {MAX_FILE_MB} MB limit")
-    if FORMATS[suffix][0] != "parquet":
-        raw = path.read_bytes()
+    if FORMATS[suffix][0] == "parquet":
+        return CheckedFile(path, None)
+    raw = path.read_bytes()
+    if encoding == "auto":
         if raw.startswith((b"\xff\xfe", b"\xfe\xff")):  # a byte-order mark: UTF-16/32 text, not binary
             raise DataError(f"{source}: the text is UTF-16, not UTF-8; save it as UTF-8")
         if b"\x00" in raw[:65536]:
             raise DataError(f"{source}: this is not a text file (it holds binary data)")
+    text, used = decode_text(source, raw, encoding)
+    if "\x00" in text[:65536]:  # in an encoding the task named: NUL is still no text
+        raise DataError(f"{source}: this is not a text file (it holds binary data)")
+    if not text.strip():
+        raise DataError(f"{source}: the file is empty")
+    note = (f"{source}: not UTF-8, read as Windows-1252 (cp1252); if characters look wrong, save it as UTF-8 or "
+            "give the task's encoding") if encoding == "auto" and used == FALLBACK_ENCODING else None
+    return CheckedFile(path, used, note)
+
+
+def decode_text(source: str, raw: bytes, encoding: str = "auto") -> tuple[str, str]:
+    """The file's text and the encoding it was read in.
+
+    ``auto`` reads UTF-8, else Windows-1252: what Excel and most Windows tools save as "ANSI" text, and a
+    superset of Latin-1's printable characters (with the euro sign and curly quotes). Windows-1252 leaves five
+    bytes undefined, so a file in neither is still refused. Latin-1 is never guessed: it decodes every byte
+    sequence, so it would accept a file in any encoding as garbled text without a word; ``encoding: latin-1``
+    (or any other codec) in the task asks for it, and is then the only encoding tried.
+    """
+    if encoding != "auto":
         try:
-            text = raw.decode("utf-8")
+            return raw.decode(encoding), encoding
         except UnicodeDecodeError as error:
-            raise DataError(
-                f"{source}: the text is not UTF-8 (byte 0x{raw[error.start]:02x} at offset {error.start}); "
-                "save it as UTF-8"
-            ) from None
-        if not text.strip():
-            raise DataError(f"{source}: the file is empty")
-    return path
+            raise DataError(f"{source}: the text is not {encoding} (byte 0x{raw[error.start]:02x} at offset "
+                            f"{error.start}); save it as UTF-8 or give the task's encoding") from None
+    try:
+        return raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError as error:
+        utf8_error = error
+    try:
+        return raw.decode(FALLBACK_ENCODING), FALLBACK_ENCODING
+    except UnicodeDecodeError:
+        raise DataError(f"{source}: the text is not UTF-8 (byte 0x{raw[utf8_error.start]:02x} at offset "
+                        f"{utf8_error.start}); save it as UTF-8") from None
 
 
-def _load_file(path: Path):
+def _load_file(checked: CheckedFile):
     import datasets
 
+    path = checked.path
     builder, delimiter = FORMATS[path.suffix.lower()]
     options = {}
     if builder == "csv":
         options = {"delimiter": delimiter, "keep_default_na": False}  # "NA" and "null" stay text
+    if checked.encoding not in (None, "utf-8"):  # UTF-8 files are read (and cached) exactly as before
+        options["encoding"] = checked.encoding
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its parsers log each failure; ours is one line
     try:

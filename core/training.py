@@ -116,7 +116,8 @@ def prepare(config: ExperimentConfig, runs_dir: str | Path = "runs",
     model, tokenizer, warm = build_model(config, tasks, RunStore(runs_dir))
     plan = plan_from_config(config.freeze, list(model.parts()))
     params = apply_plan(model, plan)
-    return Experiment(config, tasks, model, tokenizer, plan, params, device, precision, warm)
+    notes = list(dict.fromkeys(note for task in tasks.values() for note in task.notes))  # two tasks, one file
+    return Experiment(config, tasks, model, tokenizer, plan, params, device, precision, warm, notes)
 
 
 def run_experiment(config: ExperimentConfig, runs_dir: str | Path = "runs",
@@ -440,7 +441,7 @@ class Trainer:
             "train_seconds": round(self.train_seconds, 2), "wall_seconds": round(time.time() - self.started, 2),
             "peak_memory_mb": round(self.peak_mb, 1), "device": experiment.device,
             "precision": experiment.precision, "init_from": experiment.warm_start, "finished_at": time.time(),
-            "cache": self.cache_info, "seed": self.cfg.seed, "change": self.last_change,
+            "cache": self.cache_info, "data_notes": experiment.notes, "seed": self.cfg.seed, "change": self.last_change,
             "change_map": {"storage": self.changes.storage if self.changes else None,
                            "mb": self.changes.megabytes if self.changes else 0.0,
                            "seconds": round(self.change_seconds, 3)},

@@ -222,6 +222,8 @@ def task_inputs(task: str) -> None:
     else:
         st.caption(f"{len(check.train_texts)} training and {len(check.val_texts)} validation examples "
                    f"(validation: a seeded 20% split); classes: {', '.join(check.labels[:12])}")
+        for note in check.notes:
+            st.caption(note)
         balance_bars(task, check.class_counts())
 
 

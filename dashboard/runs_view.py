@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from functools import partial
 
 import streamlit as st
 
@@ -12,7 +13,7 @@ from core.runs import RunError
 from dashboard import access, charts, resources
 
 KEYS = ["compare", "compare_metric", "compare_x", "compare_smoothing", "compare_pair_a", "compare_pair_b",
-        "compare_cost", "repeat_group", "repeat_seeds", "manage_run", "rename_to"]  # kept while closed
+        "compare_cost", "repeat_group", "repeat_seeds", "manage_run", "rename_to", "download_run"]  # kept while closed
 METRICS = {"accuracy": "validation accuracy", "macro_f1": "macro-F1", "loss": "validation loss",
            "train_loss": "training loss"}
 
@@ -63,6 +64,7 @@ def compare_section() -> None:
     if chosen:
         compare_runs([by_id[r] for r in chosen], runs)
     manage_runs(by_id)
+    download_runs(by_id)
 
 
 def setup_key(run) -> str:
@@ -122,6 +124,8 @@ def compare_runs(runs, every_run) -> None:
     groups = group_runs(runs)
     st.markdown("**What differs**")
     st.dataframe(difference_rows(runs), hide_index=True)
+    st.caption("Save this table as CSV with the download icon of its toolbar (point at the table), and a chart "
+               "as PNG with the camera of its toolbar.")
     if len(groups) >= 2:
         verdict_for(groups)
     c1, c2, c3 = st.columns(3)
@@ -329,3 +333,30 @@ def manage_runs(by_id) -> None:
         for action, permitted in (("rename", may_rename), ("delete", may_delete)):
             if not permitted:
                 st.caption(access.why_not(action))
+
+
+def download_runs(by_id) -> None:
+    """One finished run as a zip (core.export): its model folder, heads, record and a model card. The zip is
+    built only when the button is pressed (Streamlit runs the callable then, on a thread of its own), so a
+    page that lists runs reads no weights; what can be checked without building it is checked here."""
+    from core.export import EXPORTABLE, check_exportable, export_bytes, zip_root
+
+    finished = [rid for rid, run in by_id.items() if run.status in EXPORTABLE]
+    with st.expander("Download a run"):
+        if not finished:
+            st.caption("No finished run yet.")
+            return
+        rid = st.selectbox("Run", finished, key="download_run", format_func=lambda r: by_id[r].name)
+        run = by_id[rid]
+        try:
+            check_exportable(run)
+        except RunError as error:
+            st.caption(str(error).capitalize() + ".")
+            return
+        st.download_button("Download run (.zip)", data=partial(export_bytes, run), file_name=f"{zip_root(run)}.zip",
+                           mime="application/zip", key="download_zip", on_click="ignore",
+                           help="The Hugging Face model folder (safetensors), the heads and their labels, the "
+                                "config, summary and metrics, and a model card saying how to load them.")
+        if run.summary().get("weights") == "changed":
+            st.caption("This run stored only what training changed: its model is rebuilt on its base for the zip, "
+                       "which takes a few seconds.")

@@ -232,9 +232,72 @@ def test_unsupported_type_binary_and_encoding(tmp_path):
     binary = tmp_path / "data.csv"
     binary.write_bytes(b"text,label\n\x00\x01\x02,a\n")
     assert error_of(task(binary)) == f"{binary}: this is not a text file (it holds binary data)"
-    latin = tmp_path / "latin.csv"
-    latin.write_bytes("text,label\ncaf\xe9,a\n".encode("latin-1"))
-    assert error_of(task(latin)).startswith(f"{latin}: the text is not UTF-8 (byte 0xe9")
+    neither = tmp_path / "neither.csv"  # 0x81: not UTF-8, and undefined in Windows-1252
+    neither.write_bytes(b"text,label\ncaf\x81,a\n")
+    assert error_of(task(neither)).startswith(f"{neither}: the text is not UTF-8 (byte 0x81")
+
+
+SPREADSHEET_ROWS = [("un café crème", "drink"), ("ça coûte 5 €", "price"), ("thé glacé", "drink"),
+                    ("“cher” à 12 €", "price"), ("un café noir", "drink"), ("gratuit: 0 €", "price")]
+
+
+def write_encoded_csv(path, rows, encoding: str) -> str:
+    path.write_bytes(("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in rows)).encode(encoding))
+    return str(path)
+
+
+def test_a_windows_1252_file_is_read_with_a_note_naming_the_encoding(tmp_path):
+    path = write_encoded_csv(tmp_path / "excel.csv", SPREADSHEET_ROWS, "cp1252")
+    data = load_task("topic", task(path, validation=path))
+    assert sorted(data.train_texts) == sorted(t for t, _ in SPREADSHEET_ROWS)  # "café" and "€" as written
+    assert data.notes == [f"{path}: not UTF-8, read as Windows-1252 (cp1252); if characters look wrong, save it as "
+                          "UTF-8 or give the task's encoding"]
+
+
+def test_a_utf8_file_is_read_as_before_without_a_note(tmp_path):
+    path = write_encoded_csv(tmp_path / "utf8.csv", SPREADSHEET_ROWS, "utf-8")
+    data = load_task("topic", task(path, validation=path))
+    assert sorted(data.train_texts) == sorted(t for t, _ in SPREADSHEET_ROWS) and data.notes == []
+    assert check_file(path).encoding == "utf-8"
+
+
+def test_train_prints_the_encoding_note_and_keeps_it_in_the_summary(tmp_path, tiny_bert, capsys):
+    import yaml
+
+    from core.__main__ import main
+
+    path = write_encoded_csv(tmp_path / "excel.csv", SPREADSHEET_ROWS * 3, "cp1252")
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump({"backbone": tiny_bert, "tasks": {"topic": {"train": path}},
+                                      "training": {"epochs": 1, "batch_size": 8, "max_length": 16}}), encoding="utf-8")
+    assert main(["train", "--config", str(config), "--runs-dir", str(tmp_path / "runs"), "--quiet"]) == 0
+    note = f"{path}: not UTF-8, read as Windows-1252 (cp1252)"
+    assert f"note: {note}" in capsys.readouterr().err
+    (run,) = (tmp_path / "runs").iterdir()
+    assert json.loads((run / "summary.json").read_text(encoding="utf-8"))["data_notes"][0].startswith(note)
+
+
+def test_the_task_may_name_its_encoding(tmp_path):
+    rows = [("naïve £ sign", "a"), ("déjà vu", "b"), ("crème brûlée", "a"), ("señor", "b")]
+    latin = write_encoded_csv(tmp_path / "latin.csv", rows, "latin-1")
+    data = load_task("topic", task(latin, validation=latin, encoding="latin-1"))
+    assert sorted(data.train_texts) == sorted(t for t, _ in rows) and data.notes == []  # asked for: no note
+    control = tmp_path / "control.csv"  # 0x81: Latin-1 reads it (a control character), Windows-1252 does not
+    control.write_bytes(b"text,label\nab\x81c,a\nde,b\nfg,a\nhi,b\n")
+    assert load_task("topic", task(control, validation=control, encoding="latin-1")).train_texts
+    assert error_of(task(control)).startswith(f"{control}: the text is not UTF-8 (byte 0x81 at offset 13)")
+    assert error_of(task(control, encoding="utf-8")) == (
+        f"{control}: the text is not utf-8 (byte 0x81 at offset 13); save it as UTF-8 or give the task's encoding")
+
+
+def test_an_unknown_encoding_is_a_one_line_config_error():
+    from core.config import ConfigError
+
+    for name in ("latin-9000", "rot13"):  # rot13 is a codec, but from text to text, not from bytes
+        with pytest.raises(ConfigError) as caught:
+            parse_config({"tasks": {"topic": {"train": "t.csv", "encoding": name}}})
+        assert str(caught.value) == (f"invalid config: tasks.topic.encoding: unknown text encoding {name!r}; use "
+                                     "auto, utf-8, cp1252, latin-1 or another Python codec name")
 
 
 def test_malformed_json(tmp_path):
@@ -277,29 +340,29 @@ def test_every_check_file_message_exactly(tmp_path):
         wide = tmp_path / "wide.csv"
         wide.write_bytes(bom + "text,label\n".encode("utf-16-le"))
         assert data_error(check_file, str(wide)) == f"{wide}: the text is UTF-16, not UTF-8; save it as UTF-8"
-    latin = tmp_path / "latin.csv"
-    latin.write_bytes(b"text,label\ncaf\xe9,a\n")
-    assert data_error(check_file, str(latin)) == (f"{latin}: the text is not UTF-8 (byte 0xe9 at offset 14); "
-                                                 "save it as UTF-8")
+    neither = tmp_path / "neither.csv"
+    neither.write_bytes(b"text,label\ncaf\x81,a\n")
+    assert data_error(check_file, str(neither)) == (f"{neither}: the text is not UTF-8 (byte 0x81 at offset 14); "
+                                                   "save it as UTF-8")
     one_byte = tmp_path / "one.csv"
     one_byte.write_text("x", encoding="utf-8")
-    assert check_file(str(one_byte)) == one_byte  # short, but not empty
+    assert check_file(str(one_byte)).path == one_byte  # short, but not empty
     upper = tmp_path / "DATA.CSV"  # the suffix is matched in any case
     upper.write_text("text,label\na,b\n", encoding="utf-8")
-    assert check_file(str(upper)) == upper
+    assert check_file(str(upper)).path == upper
 
 
 def test_a_user_folder_path_is_expanded(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / "t.csv").write_text("text,label\na,b\n", encoding="utf-8")
-    assert check_file("~/t.csv") == tmp_path / "t.csv"
+    assert check_file("~/t.csv").path == tmp_path / "t.csv"
 
 
 def test_the_size_limit_is_in_mebibytes_and_inclusive(tmp_path, monkeypatch):
     monkeypatch.setattr(data_module, "MAX_FILE_MB", 1)
     path = tmp_path / "big.csv"
     path.write_bytes(b"text,label\n" + b"a" * (2**20 - 11))  # exactly 1 MiB: allowed
-    assert check_file(str(path)) == path
+    assert check_file(str(path)).path == path
     path.write_bytes(b"text,label\n" + b"a" * (2**20 - 10 + 2**19))  # 1.5 MiB
     assert data_error(check_file, str(path)) == f"{path}: the file is 2 MB, over the 1 MB limit"
 
@@ -310,13 +373,13 @@ def test_binary_data_is_looked_for_in_the_first_64_kib(tmp_path):
     assert data_error(check_file, str(early)) == f"{early}: this is not a text file (it holds binary data)"
     late = tmp_path / "late.csv"
     late.write_bytes(b"text,label\n" + b"a" * (65536 - 11) + b"\x00")  # the 65,537th
-    assert check_file(str(late)) == late  # NUL is valid UTF-8; only the start is sniffed
+    assert check_file(str(late)).path == late  # NUL is valid UTF-8; only the start is sniffed
 
 
 def test_parquet_is_not_read_as_text(tmp_path):
     path = tmp_path / "t.parquet"
     path.write_bytes(b"PAR1\x00\xff\xfe" + b"\x00" * 10)  # binary by nature
-    assert check_file(str(path)) == path
+    assert check_file(str(path)).path == path
 
 
 def test_rows_without_text_are_dropped_with_their_labels():

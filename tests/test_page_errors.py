@@ -73,8 +73,8 @@ def with_data(env, path: str, **columns):
 PAGE_DATA = [
     ("empty-file", "empty.csv", b"", {}, "{path}: the file is empty"),
     ("image-renamed-csv", "photo.csv", png_bytes(), {}, "{path}: this is not a text file (it holds binary data)"),
-    ("not-utf8", "latin.csv", "text,label\ncafé au lait,drink\n".encode("latin-1"), {},
-     "{path}: the text is not UTF-8 (byte 0xe9 at offset 14); save it as UTF-8"),
+    ("not-utf8", "neither.csv", b"text,label\ncaf\x81 au lait,drink\n", {},
+     "{path}: the text is not UTF-8 (byte 0x81 at offset 14); save it as UTF-8"),
     ("utf16-text", "excel.csv", ROWS.encode("utf-16"), {}, "{path}: the text is UTF-16, not UTF-8; save it as UTF-8"),
     ("ragged-row", "ragged.csv", "text,label\nfine row,a\nbad row,b,extra\nok,a\n", {},
      "{path}: line 3 has 3 fields but the header has 2; check that row's separators and quotes"),
