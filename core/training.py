@@ -9,7 +9,6 @@ events to its subscribers and stores everything in the run's folder.
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import random
 import threading
@@ -25,7 +24,7 @@ from core import checkpoints, device as devices
 from core.batching import EncodedSplit, collate, encode, epoch_schedule, steps_per_epoch
 from core.cache import FrozenPrefixCache, SharedPrefix
 from core.config import ExperimentConfig
-from core.data import DataError, TaskData, load_tasks
+from core.data import DataError, TaskData, load_tasks, validation_fingerprint
 from core.events import EvalEvent, EventBus, ProgressEvent, StateEvent, StepEvent, Subscriber
 from core.freezing import FreezePlan, apply_plan, frozen_parts, trainable_parameters
 from core.locks import training_lock
@@ -35,7 +34,6 @@ from core.presets import plan_from_config
 from core.runs import Run, RunStore, atomic_write_json
 
 OOM_HINT = "out of memory: try a smaller batch size or max length"
-PREDICTIONS = "predictions.json"  # per task: label names, true and predicted indices, confidence
 
 
 class StopRequested(Exception):
@@ -156,12 +154,28 @@ def encode_splits(x: Experiment) -> tuple[dict[str, EncodedSplit], dict[str, Enc
             {name: EncodedSplit(encode(x.tokenizer, t.val_texts, n), t.val_labels) for name, t in x.tasks.items()})
 
 
-def validation_fingerprint(task: TaskData) -> str:
-    """A hash of one task's validation texts and labels: two runs compare only if theirs agree."""
-    digest = hashlib.blake2b(digest_size=16)
-    for text, label in zip(task.val_texts, task.val_labels):
-        digest.update(f"{text}\x00{task.labels[label]}\x01".encode())
-    return digest.hexdigest()
+def predict_split(model, task: str, split: EncodedSplit, batch_size: int, device, pad_id: int,
+                  cached_logits: Callable[[list[int]], torch.Tensor | None] = lambda rows: None,
+                  ) -> tuple[list[int], list[float], float]:
+    """Each example's predicted label index and its probability (4 places), and the summed loss, in batches.
+
+    One loop for a run's evaluations and for re-evaluating a stored run (core.flips), so both predict alike;
+    ``cached_logits(rows)`` gives the frozen-prefix cache's logits, or None to run the model.
+    """
+    predictions, confidence, total_loss = [], [], 0.0
+    for start in range(0, len(split), batch_size):
+        ids = split.ids[start:start + batch_size]
+        labels = torch.tensor(split.labels[start:start + len(ids)], device=device)
+        logits = cached_logits(list(range(start, start + len(ids))))
+        if logits is None:
+            input_ids, mask = collate(ids, pad_id)
+            logits = model(task, input_ids.to(device), mask.to(device))
+        logits = logits.float()
+        total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
+        top = logits.softmax(-1).max(-1)
+        predictions += top.indices.tolist()
+        confidence += [round(p, 4) for p in top.values.tolist()]
+    return predictions, confidence, total_loss
 
 
 class Trainer:
@@ -325,19 +339,9 @@ class Trainer:
         self.model.eval()
         results = {}
         for task, split in self.val_splits.items():
-            predictions, confidence, total_loss = [], [], 0.0
-            for start in range(0, len(split), self.cfg.batch_size * 2):
-                ids = split.ids[start:start + self.cfg.batch_size * 2]
-                labels = torch.tensor(split.labels[start:start + len(ids)], device=self.device)
-                logits = self.prefix_cache.logits(task, f"val/{task}", split.ids, list(range(start, start + len(ids))))
-                if logits is None:
-                    input_ids, mask = collate(ids, self.pad_id)
-                    logits = self.model(task, input_ids.to(self.device), mask.to(self.device))
-                logits = logits.float()
-                total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
-                top = logits.softmax(-1).max(-1)
-                predictions += top.indices.tolist()
-                confidence += [round(p, 4) for p in top.values.tolist()]
+            predictions, confidence, total_loss = predict_split(
+                self.model, task, split, self.cfg.batch_size * 2, self.device, self.pad_id,
+                lambda rows, task=task, split=split: self.prefix_cache.logits(task, f"val/{task}", split.ids, rows))
             labels = self.x.tasks[task].labels
             if final:
                 self.predictions[task] = {"labels": labels, "true": list(split.labels), "predicted": predictions,
@@ -347,7 +351,7 @@ class Trainer:
                              "macro_f1": macro_f1(matrix), "labels": labels, "confusion": matrix}
         self.model.train()
         if final:
-            atomic_write_json(self.run_folder.path / PREDICTIONS, {"tasks": self.predictions})
+            atomic_write_json(self.run_folder.predictions_path, {"tasks": self.predictions})
         self.last_eval = results
         epoch = self.step / self.steps_per_epoch if self.steps_per_epoch else 0.0
         self.bus.emit(EvalEvent(self.step, round(epoch, 4), results, final))
