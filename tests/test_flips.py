@@ -170,3 +170,31 @@ def test_reevaluate_refuses_a_run_without_weights(trained, tmp_path, capsys):
     assert main(["reevaluate", "a", "--runs-dir", str(store.root)]) == 2
     assert capsys.readouterr().err == "error: cannot re-evaluate run a: it has no weights (weights deleted)\n"
 
+
+def test_the_page_lists_the_flips_and_re_evaluates_a_run_without_predictions(trained, tmp_path, monkeypatch,
+                                                                             tiny_bert):
+    from page_helpers import new_app, open_tab
+
+    store = copy_runs(trained, tmp_path / "runs")
+    monkeypatch.setenv("FREEZE_LAB_RUNS_DIR", str(store.root))
+    monkeypatch.setenv("FREEZE_LAB_UPLOADS_DIR", str(tmp_path / "uploads"))
+    monkeypatch.setenv("FREEZE_LAB_ALLOWED_DIRS", f"{tmp_path}:{tiny_bert}")
+    expected = flips(store, "a", "b")["tasks"]
+
+    def flip_tables(at) -> list:
+        assert "Prediction flips" in [e.label for e in at.expander]
+        return [d.value for d in at.dataframe if "A confidence" in d.value.columns]
+
+    at = open_tab(new_app(tiny_bert), "Compare runs")
+    tables = flip_tables(at)
+    assert [len(t) for t in tables] == [r["n_flips"] for r in expected.values()]
+    first = next(t for t in tables if len(t))
+    assert first.iloc[0]["text"] and first.iloc[0]["A"] != first.iloc[0]["B"]
+
+    store.get("b").predictions_path.unlink()
+    at.run()
+    assert not flip_tables(at)
+    assert any("has no predictions.json" in w.value for w in at.warning)
+    at.button(key="flips_reevaluate").click().run()
+    assert [len(t) for t in flip_tables(at)] == [r["n_flips"] for r in expected.values()]
+    assert not at.exception
