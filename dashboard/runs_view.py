@@ -268,6 +268,9 @@ def flips_table(task: str, r: dict) -> None:
     st.caption("B's confusion matrix minus A's: + where B puts more examples, − where fewer.")
     if r["note"]:
         st.caption(f"{r['note'][0].upper()}{r['note'][1:]}.")
+    if not r["flips"]:
+        st.caption("No example flips: the two runs label every one alike.")
+        return
     st.dataframe([{"#": f["index"], "text": f["text"], "true": f["true"], "A": f["a"], "A confidence": f["confidence_a"],
                    "B": f["b"], "B confidence": f["confidence_b"]} for f in r["flips"]], hide_index=True)
     if len(r["flips"]) < r["n_flips"]:

@@ -197,4 +197,15 @@ def test_the_page_lists_the_flips_and_re_evaluates_a_run_without_predictions(tra
     assert any("has no predictions.json" in w.value for w in at.warning)
     at.button(key="flips_reevaluate").click().run()
     assert [len(t) for t in flip_tables(at)] == [r["n_flips"] for r in expected.values()]
+
+    shutil.copytree(store.get("a").path, store.root / "c")  # beyond two runs, the pair is picked
+    store.rename("c", "c")  # the widgets tell runs apart by name
+    at.run()
+    at.multiselect(key="compare").set_value(["a", "b", "c"]).run()
+    assert (at.selectbox(key="flips_a").value, at.selectbox(key="flips_b").value) == ("a", "b")
+    at.selectbox(key="flips_b").set_value("c").run()
+    assert not flip_tables(at)  # c is a copy of a
+    assert [c.value for c in at.caption].count("No example flips: the two runs label every one alike.") == 2
+    at.selectbox(key="flips_b").set_value("a").run()
+    assert not flip_tables(at) and "Pick two different runs." in [c.value for c in at.caption]
     assert not at.exception
