@@ -173,7 +173,8 @@ def reevaluate(run: Run) -> dict[str, dict]:
     stored = summary.get("validation_fingerprint") or {}
     changed = [t for t in summary["tasks"] if t not in data or validation_fingerprint(data[t]) != stored.get(t)]
     if changed:
-        raise RunError(f"cannot re-evaluate run {run.id}: its {', '.join(changed)} validation data changed since it ran")
+        raise RunError(f"cannot re-evaluate run {run.id}: its {', '.join(changed)} validation data changed "
+                       "since it ran")
     device = resolve_device(config.training.device)
     with training_lock(device):
         model, tokenizer = load_run_model(run, dropout=0.0)

@@ -13,7 +13,8 @@ from core.runs import RunError
 from dashboard import access, charts, resources
 
 KEYS = ["compare", "compare_metric", "compare_x", "compare_smoothing", "compare_pair_a", "compare_pair_b",
-        "compare_cost", "flips_a", "flips_b", "repeat_group", "repeat_seeds", "manage_run", "rename_to"]  # kept while closed
+        "compare_cost", "flips_a", "flips_b", "repeat_group", "repeat_seeds", "manage_run",
+        "rename_to"]  # kept while closed
 FLIPS_SHOWN = 200  # rows of a task's flips table; the four cells count every example
 METRICS = {"accuracy": "validation accuracy", "macro_f1": "macro-F1", "loss": "validation loss",
            "train_loss": "training loss"}
@@ -271,8 +272,9 @@ def flips_table(task: str, r: dict) -> None:
     if not r["flips"]:
         st.caption("No example flips: the two runs label every one alike.")
         return
-    st.dataframe([{"#": f["index"], "text": f["text"], "true": f["true"], "A": f["a"], "A confidence": f["confidence_a"],
-                   "B": f["b"], "B confidence": f["confidence_b"]} for f in r["flips"]], hide_index=True)
+    st.dataframe([{"#": f["index"], "text": f["text"], "true": f["true"], "A": f["a"], "A confidence":
+                   f["confidence_a"], "B": f["b"], "B confidence": f["confidence_b"]} for f in r["flips"]],
+                 hide_index=True)
     if len(r["flips"]) < r["n_flips"]:
         st.caption(f"The first {len(r['flips'])} of {r['n_flips']}; `python -m core flips` lists them all.")
 
@@ -281,7 +283,8 @@ def offer_reevaluation(run, why: str) -> None:
     """A run without usable predictions: say so, and offer to predict its validation data again."""
     st.warning(f"Run {run.name} {why}, so its flips cannot be listed.")
     if not run.has_weights():
-        st.caption("Its weights were deleted, so it cannot be re-evaluated.")
+        st.caption(f"It has no saved weights ({run.summary().get('weights', 'none')}), so it cannot be "
+                   "re-evaluated.")
         return
     permitted = access.allowed("reevaluate", run.summary().get("owner"))
     if st.button("Re-evaluate", key="flips_reevaluate", disabled=not permitted,
