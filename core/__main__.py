@@ -1,4 +1,4 @@
-"""Command line: ``python -m core train|sweep|compare|inspect|materialize|export|describe|presets|device|runs``.
+"""Command line: ``python -m core train|sweep|compare|flips|inspect|reevaluate|materialize|export|describe|presets|device|runs``.
 
 Every expected problem (bad config, data, backbone, busy device) ends with a
 one-line message on stderr and exit code 2; the run directory is the last line
@@ -70,6 +70,17 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument("--json", action="store_true")
     compare.add_argument("--runs-dir", default="runs")
     compare.set_defaults(command=cmd_compare)
+    flips = sub.add_parser("flips", help="the validation examples two runs label differently")
+    flips.add_argument("a", help="a run id")
+    flips.add_argument("b", help="the other run id")
+    flips.add_argument("--limit", type=positive, help="list at most N flips per task (all are counted)")
+    flips.add_argument("--json", action="store_true")
+    flips.add_argument("--runs-dir", default="runs")
+    flips.set_defaults(command=cmd_flips)
+    reevaluate = sub.add_parser("reevaluate", help="predict a run's validation data again and store predictions.json")
+    reevaluate.add_argument("run", help="a run id")
+    reevaluate.add_argument("--runs-dir", default="runs")
+    reevaluate.set_defaults(command=cmd_reevaluate)
     inspect_run = sub.add_parser("inspect", help="where a finished run learned (change per part) and its metrics")
     inspect_run.add_argument("run", help="a run id or run folder")
     inspect_run.add_argument("--json", action="store_true", help="the summary's change and tasks as JSON")
@@ -261,6 +272,28 @@ def cmd_inspect(args) -> int:
     for task, metrics in summary.get("tasks", {}).items():
         print(f"  {task}: accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}, "
               f"loss {metrics['loss']:.3f}")
+    return 0
+
+
+def cmd_flips(args) -> int:
+    from core.flips import flips, format_flips
+
+    result = flips(RunStore(args.runs_dir), args.a, args.b, args.limit)
+    print(json.dumps(result, indent=2) if args.json else format_flips(result))
+    return 0
+
+
+def cmd_reevaluate(args) -> int:
+    """A run from before predictions were stored gets its predictions.json (what ``flips`` and ``compare`` pair up)."""
+    from core.flips import reevaluate
+    from core.metrics import accuracy, confusion_matrix
+
+    run = RunStore(args.runs_dir).get(args.run, by_path=False)
+    recorded = run.summary()["tasks"]
+    for task, p in reevaluate(run).items():
+        now = accuracy(confusion_matrix(p["true"], p["predicted"], len(p["labels"])))
+        print(f"{task}: accuracy {now:.3f} (the run recorded {recorded[task]['accuracy']:.3f})")
+    print(run.predictions_path)
     return 0
 
 

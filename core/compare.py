@@ -82,7 +82,7 @@ def resolve(store: RunStore, side: str) -> list[Run]:
 
 def read_predictions(run: Run) -> dict | None:
     try:
-        return json.loads((run.path / "predictions.json").read_text(encoding="utf-8"))["tasks"]
+        return json.loads(run.predictions_path.read_text(encoding="utf-8"))["tasks"]
     except (OSError, ValueError, KeyError):
         return None
 
@@ -103,6 +103,12 @@ def check_comparable(runs: list[Run]) -> list[str]:
         if len(prints) > 1:
             raise CompareError(f"cannot compare: the runs were validated on different {task} data")
     return tasks
+
+
+def check_same_examples(predictions_a: dict, predictions_b: dict, task: str) -> None:
+    """Two runs' stored predictions of one task pair up only over the same true labels, in the same label order."""
+    if predictions_a["true"] != predictions_b["true"] or predictions_a["labels"] != predictions_b["labels"]:
+        raise CompareError(f"cannot compare: the runs were validated on different {task} data")
 
 
 def compare(store: RunStore, a: str, b: str, alpha: float = ALPHA) -> dict:
@@ -136,8 +142,7 @@ def paired(runs_a: list[Run], runs_b: list[Run], task: str, alpha: float) -> dic
     if missing:
         return {"test": PAIRED_TEST, "p_value": None, "verdict": None,
                 "note": f"run {missing[0]} has no predictions.json (made before it was stored)"}
-    if pa[task]["true"] != pb[task]["true"] or pa[task]["labels"] != pb[task]["labels"]:
-        raise CompareError(f"cannot compare: the runs were validated on different {task} data")
+    check_same_examples(pa[task], pb[task], task)
     return paired_test(pa[task]["true"], pa[task]["predicted"], pb[task]["predicted"], alpha)
 
 

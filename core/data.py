@@ -7,6 +7,7 @@ naming the file and what is wrong, never a traceback.
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 import random
 import re
@@ -44,6 +45,15 @@ class TaskData:
     def class_counts(self, split: str = "train") -> dict[str, int]:
         ids = self.train_labels if split == "train" else self.val_labels
         return {label: ids.count(i) for i, label in enumerate(self.labels)}
+
+
+def validation_fingerprint(task: TaskData) -> str:
+    """A hash of one task's validation texts and labels: two runs compare only if theirs agree, and a
+    run's texts are read back (core.flips) only while the data still gives its stored one."""
+    digest = hashlib.blake2b(digest_size=16)
+    for text, label in zip(task.val_texts, task.val_labels):
+        digest.update(f"{text}\x00{task.labels[label]}\x01".encode())
+    return digest.hexdigest()
 
 
 @dataclass

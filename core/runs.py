@@ -2,7 +2,8 @@
 
 ``<runs dir>/<run id>/`` holds ``config.yaml``, ``metrics.jsonl`` (appended as
 events happen), ``summary.json`` (rewritten atomically), and the weights
-(``backbone/`` and ``heads.safetensors``). The page, the CLI and comparisons
+(``backbone/`` and ``heads.safetensors``), and ``predictions.json`` (the final evaluation's
+prediction for each validation example). The page, the CLI and comparisons
 all read runs back through this module, live or finished alike.
 
 While a run trains, a ``stop`` file appearing in its folder asks its trainer to stop
@@ -28,6 +29,7 @@ from core.config import ExperimentConfig, dump_config, load_config
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
 ACTIVE = "running"
 CHANGED_TENSORS = "tensors.safetensors"  # in changed/: the backbone tensors training could change
+PREDICTIONS = "predictions.json"  # per task: label names, true and predicted indices, confidence
 MIN_FREE_MB = 200
 # On Windows a rename onto a file fails while another process has it open (the page reading a
 # summary): such a rename is tried again for about a second. Elsewhere it never waits.
@@ -100,6 +102,7 @@ class Run:
     backbone_dir = property(lambda self: self.path / "backbone")
     changed_dir = property(lambda self: self.path / "changed")  # training.save: changed
     heads_path = property(lambda self: self.path / "heads.safetensors")
+    predictions_path = property(lambda self: self.path / PREDICTIONS)  # the final evaluation, per example
     stop_path = property(lambda self: self.path / "stop")
 
     def request_stop(self) -> None:

@@ -9,7 +9,6 @@ events to its subscribers and stores everything in the run's folder.
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import random
 import threading
@@ -25,8 +24,8 @@ from core import checkpoints, device as devices
 from core.batching import EncodedSplit, collate, encode, epoch_schedule, steps_per_epoch
 from core.cache import FrozenPrefixCache, SharedPrefix
 from core.config import ExperimentConfig
-from core.data import DataError, TaskData, load_tasks
 from core.changes import ChangeMap
+from core.data import DataError, TaskData, load_tasks, validation_fingerprint
 from core.events import ChangeEvent, EvalEvent, EventBus, ProgressEvent, StateEvent, StepEvent, Subscriber
 from core.freezing import FreezePlan, apply_plan, frozen_parts, trainable_parameters
 from core.locks import training_lock
@@ -36,7 +35,6 @@ from core.presets import plan_from_config
 from core.runs import Run, RunStore, atomic_write_json
 
 OOM_HINT = "out of memory: try a smaller batch size or max length"
-PREDICTIONS = "predictions.json"  # per task: label names, true and predicted indices, confidence
 
 
 class StopRequested(Exception):
@@ -160,12 +158,31 @@ def encode_splits(experiment: Experiment) -> tuple[dict[str, EncodedSplit], dict
             {name: EncodedSplit(encode(tokenizer, t.val_texts, n), t.val_labels) for name, t in tasks.items()})
 
 
-def validation_fingerprint(task: TaskData) -> str:
-    """A hash of one task's validation texts and labels: two runs compare only if theirs agree."""
-    digest = hashlib.blake2b(digest_size=16)
-    for text, label in zip(task.val_texts, task.val_labels):
-        digest.update(f"{text}\x00{task.labels[label]}\x01".encode())
-    return digest.hexdigest()
+def full_model_logits(model, task: str, ids: list[list[int]], rows: list[int], pad_id: int, device,
+                      backbone_grad: bool = True) -> torch.Tensor:
+    """The logits of ``rows`` of a split from the whole model (no cached prefix)."""
+    input_ids, mask = collate([ids[r] for r in rows], pad_id)
+    return model(task, input_ids.to(device), mask.to(device), backbone_grad=backbone_grad)
+
+
+def predict_split(split: EncodedSplit, batch_size: int, device,
+                  logits_of: Callable[[list[int]], torch.Tensor]) -> tuple[list[int], list[float], float]:
+    """Each example's predicted label index and its probability (4 places), and the summed loss, in batches.
+
+    One loop for a run's evaluations and for re-evaluating a stored run (core.flips), so both predict
+    alike; ``logits_of(rows)`` gives the logits of those rows (the trainer's ``batch_logits``, or the
+    whole model's).
+    """
+    predictions, confidence, total_loss = [], [], 0.0
+    for start in range(0, len(split), batch_size):
+        rows = list(range(start, min(start + batch_size, len(split))))
+        labels = torch.tensor([split.labels[r] for r in rows], device=device)
+        logits = logits_of(rows).float()
+        total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
+        top = logits.softmax(-1).max(-1)
+        predictions += top.indices.tolist()
+        confidence += [round(p, 4) for p in top.values.tolist()]
+    return predictions, confidence, total_loss
 
 
 class Trainer:
@@ -314,8 +331,7 @@ class Trainer:
         them, else from the full model. The one place that choice is made."""
         logits = self.prefix_cache.logits(task, split_name, ids, rows, backbone_grad)  # None: the cache is off
         if logits is None:
-            input_ids, mask = collate([ids[r] for r in rows], self.pad_id)
-            logits = self.model(task, input_ids.to(self.device), mask.to(self.device), backbone_grad=backbone_grad)
+            logits = full_model_logits(self.model, task, ids, rows, self.pad_id, self.device, backbone_grad)
         return logits.float()
 
     def train_step(self, task: str, rows: list[int], weight: float) -> float:
@@ -368,15 +384,9 @@ class Trainer:
         self.model.eval()
         results = {}
         for task, split in self.val_splits.items():
-            predictions, confidence, total_loss = [], [], 0.0
-            for start in range(0, len(split), self.cfg.batch_size * 2):
-                rows = list(range(start, min(start + self.cfg.batch_size * 2, len(split))))
-                labels = torch.tensor([split.labels[r] for r in rows], device=self.device)
-                logits = self.batch_logits(task, f"val/{task}", split.ids, rows)
-                total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
-                top = logits.softmax(-1).max(-1)
-                predictions += top.indices.tolist()
-                confidence += [round(p, 4) for p in top.values.tolist()]
+            predictions, confidence, total_loss = predict_split(
+                split, self.cfg.batch_size * 2, self.device,
+                lambda rows, task=task, split=split: self.batch_logits(task, f"val/{task}", split.ids, rows))
             label_names = self.experiment.tasks[task].labels
             if final:
                 self.predictions[task] = {"labels": label_names, "true": list(split.labels),
@@ -386,7 +396,7 @@ class Trainer:
                              "macro_f1": macro_f1(matrix), "labels": label_names, "confusion": matrix}
         self.model.train()
         if final:
-            atomic_write_json(self.run_folder.path / PREDICTIONS, {"tasks": self.predictions})
+            atomic_write_json(self.run_folder.predictions_path, {"tasks": self.predictions})
         self.last_eval = results
         epoch = self.step / self.steps_per_epoch if self.steps_per_epoch else 0.0
         self.bus.emit(EvalEvent(self.step, round(epoch, 4), results, final))

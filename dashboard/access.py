@@ -105,15 +105,15 @@ def is_teacher() -> bool:
 
 def may(action: str, run_owner: str | None, visitor: str, teacher: bool, passcode_set: bool,
         served_page: bool) -> bool:
-    """Whether ``visitor`` may ``stop``, ``rename`` or ``delete`` a run started by ``run_owner``.
+    """Whether ``visitor`` may ``stop``, ``rename``, ``reevaluate`` or ``delete`` a run started by ``run_owner``.
 
     One person's page (loopback, no passcode): anything. Otherwise the teacher may do anything; a starter
-    may stop and rename their own run, and delete it only where a teacher could undo nothing anyway
+    may stop, rename and re-evaluate their own run, and delete it only where a teacher could undo nothing anyway
     (a passcode is set); nobody deletes on a served page without a passcode."""
     if teacher or (not passcode_set and not served_page):
         return True
     own = run_owner is not None and run_owner == visitor
-    if action in ("stop", "rename"):
+    if action in ("stop", "rename", "reevaluate"):
         return own
     if action == "delete":
         return own and passcode_set

@@ -9,11 +9,14 @@ from functools import partial
 
 import streamlit as st
 
+from core import child
 from core.runs import RunError
 from dashboard import access, charts, resources
 
 KEYS = ["compare", "compare_metric", "compare_x", "compare_smoothing", "compare_pair_a", "compare_pair_b",
-        "compare_cost", "repeat_group", "repeat_seeds", "manage_run", "rename_to", "download_run"]  # kept while closed
+        "compare_cost", "flips_a", "flips_b", "repeat_group", "repeat_seeds", "manage_run",
+        "rename_to", "download_run"]  # kept while closed
+FLIPS_SHOWN = 200  # rows of a task's flips table; the four cells count every example
 METRICS = {"accuracy": "validation accuracy", "macro_f1": "macro-F1", "loss": "validation loss",
            "train_loss": "training loss"}
 
@@ -143,6 +146,8 @@ def compare_runs(runs, every_run) -> None:
                                                 st.session_state.compare_smoothing, floors.get(task)),
                             key=f"compare:{task}")
     cost_benefit(groups, tasks)
+    if len(runs) >= 2:
+        prediction_flips(runs)
     repeat_with_seeds(groups, every_run)
 
 
@@ -210,6 +215,93 @@ def cost_benefit(groups: dict[str, list], tasks: list[str]) -> None:
         else:
             costs = [sum(s.get("train_seconds", 0.0) for s in points[n]) / len(points[n]) for n in names]
         column.plotly_chart(charts.pareto_figure(names, costs, accuracy, task, cost), key=f"pareto:{task}")
+
+
+def prediction_flips(runs) -> None:
+    """The validation examples two of the chosen runs label differently (core.flips), for the pair picked here."""
+    from core.flips import NoPredictions
+
+    by_id = {r.id: r for r in runs}
+    ids = list(by_id)
+    with st.expander("Prediction flips"):
+        if len(ids) > 2:
+            for key in ("flips_a", "flips_b"):  # a run no longer chosen is not kept as a pick
+                if st.session_state.get(key) not in ids:
+                    st.session_state.pop(key, None)
+            c1, c2 = st.columns(2)
+            a = c1.selectbox("Run A", ids, key="flips_a", format_func=lambda r: by_id[r].name)
+            b = c2.selectbox("Run B", ids, index=1, key="flips_b", format_func=lambda r: by_id[r].name)
+        else:
+            a, b = ids
+        if a == b:
+            st.caption("Pick two different runs.")
+            return
+        try:
+            result = cached_flips(str(resources.run_store().root), a, b, stamp(by_id[a]) + stamp(by_id[b]))
+        except NoPredictions as error:
+            offer_reevaluation(by_id[error.run_id], error.why)
+            return
+        except RunError as error:  # CompareError: different tasks or validation data, unfinished runs
+            st.caption(f"{str(error)[0].upper()}{str(error)[1:]}.")
+            return
+        st.caption(f"A is {by_id[a].name}, B is {by_id[b].name}. A flip is an example the two label differently.")
+        for task, r in result["tasks"].items():
+            flips_table(task, r)
+
+
+def stamp(run) -> tuple[int, int]:
+    """When the run's summary and predictions last changed: what the cached flips are read again after."""
+    return tuple(p.stat().st_mtime_ns if p.exists() else 0 for p in (run.summary_path, run.predictions_path))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def cached_flips(runs_root: str, a: str, b: str, stamps: tuple) -> dict:
+    """core.flips.flips, computed once per pair and version of their files: its texts are read from the data."""
+    from core.flips import flips
+    from core.runs import RunStore
+
+    return flips(RunStore(runs_root), a, b, FLIPS_SHOWN)
+
+
+def flips_table(task: str, r: dict) -> None:
+    """One task: the four cells, B's confusion matrix minus A's, and the flipped examples."""
+    st.markdown(f"**{task}**: {r['n_flips']} of {r['n_examples']} validation examples flip")
+    st.dataframe([{"both right": r["both_right"], "both wrong": r["both_wrong"], "only A right": r["only_a"],
+                   "only B right": r["only_b"]}], hide_index=True)
+    st.dataframe([{"true \\ predicted": label, **dict(zip(r["labels"], row))}
+                  for label, row in zip(r["labels"], r["confusion_difference"])], hide_index=True)
+    st.caption("B's confusion matrix minus A's: + where B puts more examples, − where fewer.")
+    if r["note"]:
+        st.caption(f"{r['note'][0].upper()}{r['note'][1:]}.")
+    if not r["flips"]:
+        st.caption("No example flips: the two runs label every one alike.")
+        return
+    st.dataframe([{"#": f["index"], "text": f["text"], "true": f["true"], "A": f["a"], "A confidence":
+                   f["confidence_a"], "B": f["b"], "B confidence": f["confidence_b"]} for f in r["flips"]],
+                 hide_index=True)
+    if len(r["flips"]) < r["n_flips"]:
+        st.caption(f"The first {len(r['flips'])} of {r['n_flips']}; `python -m core flips` lists them all.")
+
+
+def offer_reevaluation(run, why: str) -> None:
+    """A run without usable predictions: say so, and offer to predict its validation data again."""
+    st.warning(f"Run {run.name} {why}, so its flips cannot be listed.")
+    if not run.has_weights():
+        st.caption(f"It has no saved weights ({run.summary().get('weights', 'none')}), so it cannot be "
+                   "re-evaluated.")
+        return
+    permitted = access.allowed("reevaluate", run.summary().get("owner"))
+    if st.button("Re-evaluate", key="flips_reevaluate", disabled=not permitted,
+                 help="Predict its validation data again with its saved weights (python -m core reevaluate)"):
+        with st.spinner(f"Re-evaluating {run.name}..."):
+            try:
+                child.run_core("reevaluate", run.id, "--runs-dir", str(resources.run_store().root))
+            except ValueError as error:  # the child's one line: data changed, device busy, weights unreadable
+                st.error(f"Cannot re-evaluate {run.name}: {error}")
+                return
+        st.rerun()
+    if not permitted:
+        st.caption(access.why_not("reevaluate"))
 
 
 def repeat_with_seeds(groups: dict[str, list], every_run) -> None:

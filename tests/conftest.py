@@ -236,7 +236,7 @@ def small_data(tmp_path_factory) -> dict:
     return {"train": str(train), "validation": str(val)}
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def small_config(small_data):
     """``small_config(backbone, **sections)``: a fast ExperimentConfig on the small data (1 epoch, batch 8)."""
     from core.config import parse_config

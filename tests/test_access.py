@@ -155,7 +155,7 @@ def test_paths_are_not_hub_names(name):
 OWNER, OTHER = "visitor-a", "visitor-b"
 
 
-@pytest.mark.parametrize("action", ["stop", "rename", "delete"])
+@pytest.mark.parametrize("action", ["stop", "rename", "reevaluate", "delete"])
 def test_a_one_person_page_without_passcode_lets_anyone_do_anything(action):
     from dashboard.access import may
 
@@ -167,7 +167,7 @@ def test_a_one_person_page_without_passcode_lets_anyone_do_anything(action):
 def test_with_a_passcode_only_the_starter_or_the_teacher_changes_a_run(served_page):
     from dashboard.access import may
 
-    for action in ("stop", "rename", "delete"):
+    for action in ("stop", "rename", "reevaluate", "delete"):
         assert may(action, OWNER, OWNER, teacher=False, passcode_set=True, served_page=served_page)
         assert not may(action, OWNER, OTHER, teacher=False, passcode_set=True, served_page=served_page)
         assert not may(action, None, OTHER, teacher=False, passcode_set=True, served_page=served_page)  # CLI run
@@ -180,6 +180,7 @@ def test_a_served_page_without_passcode_lets_the_starter_stop_and_nobody_delete(
     served = dict(teacher=False, passcode_set=False, served_page=True)
     assert may("stop", OWNER, OWNER, **served) and not may("stop", OWNER, OTHER, **served)
     assert may("rename", OWNER, OWNER, **served) and not may("rename", OWNER, OTHER, **served)
+    assert may("reevaluate", OWNER, OWNER, **served) and not may("reevaluate", OWNER, OTHER, **served)
     assert not may("delete", OWNER, OWNER, **served) and not may("delete", OWNER, OTHER, **served)
 
 

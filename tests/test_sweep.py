@@ -256,7 +256,7 @@ def test_reference_lines_majority_and_untrained(tiny_bert, small_config, tmp_pat
 def test_the_untrained_reference_predicts_what_a_scenario1_run_predicts(tiny_bert, small_config, tmp_path):
     """The probe's heads and the shared pass's pooled vectors stand in for a scenario1 run of the base seed."""
     from core.sweep import untrained_predictions
-    from core.training import PREDICTIONS, cache_settings, encode_splits
+    from core.training import cache_settings, encode_splits
 
     def shared_predictions(seed: int) -> dict:
         probe = prepare(small_config(tiny_bert, training={"seed": seed}), tmp_path)
@@ -267,6 +267,6 @@ def test_the_untrained_reference_predicts_what_a_scenario1_run_predicts(tiny_ber
         return untrained_predictions(probe.model.heads, shared, probe.tasks)
 
     run = run_experiment(small_config(tiny_bert, training={"seed": 3}, freeze={"preset": "scenario1"}), tmp_path)
-    stored = json.loads((run.path / PREDICTIONS).read_text(encoding="utf-8"))["tasks"]
+    stored = json.loads(run.predictions_path.read_text(encoding="utf-8"))["tasks"]
     assert shared_predictions(3) == {task: stored[task]["predicted"] for task in ("topic", "sentiment")}
     assert shared_predictions(4) != shared_predictions(3)  # other heads predict otherwise: the match is no accident
