@@ -202,9 +202,11 @@ def mean_band(series: list[tuple[list, list]]) -> tuple[list, list, list, list]:
 
 
 def group_figure(groups: dict[str, list[list]], task: str, metric: str, x: str = "step", smoothing: float = 0.0,
-                 references: dict[str, float] | None = None) -> go.Figure:
+                 references: dict[str, float] | None = None, fixed_head: set[str] = frozenset()) -> go.Figure:
     """One line per group of runs (the mean; a band of one standard deviation where a group has several
-    seeds), and dotted reference lines (e.g. the majority class) on accuracy charts."""
+    seeds), and dotted reference lines (e.g. the majority class) on accuracy charts. Groups in
+    ``fixed_head`` froze this task's head: their line is dashed and says so, since whatever it does
+    comes from the backbone moving under a fixed head."""
     fig = go.Figure()
     for i, (name, runs) in enumerate(groups.items()):
         color = PALETTE[i % len(PALETTE)]
@@ -219,11 +221,14 @@ def group_figure(groups: dict[str, list[list]], task: str, metric: str, x: str =
         xs, means, lows, highs = mean_band(series)
         xs_shown, means_shown = thin(xs, means) if metric == "train_loss" else (xs, means)
         label = f"{name} ({len(runs)} seeds)" if len(runs) > 1 else name
+        if name in fixed_head:
+            label += f" (head.{task} frozen)"
         if len(runs) > 1:
             fig.add_trace(go.Scatter(x=xs + xs[::-1], y=highs + lows[::-1], fill="toself", line={"width": 0},
                                      fillcolor=color, opacity=0.2, hoverinfo="skip", showlegend=False))
         mode = "lines" if metric == "train_loss" else "lines+markers"
-        fig.add_trace(go.Scatter(x=xs_shown, y=means_shown, name=label, mode=mode, line={"color": color}))
+        fig.add_trace(go.Scatter(x=xs_shown, y=means_shown, name=label, mode=mode,
+                                 line={"color": color, "dash": "dash" if name in fixed_head else "solid"}))
     if metric == "accuracy":
         add_references(fig, references)
     titles = {"train_loss": "training loss", "loss": "validation loss", "accuracy": "validation accuracy",

@@ -13,14 +13,22 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.config import ConfigError, TrainingConfig, parse_config
+from core.config import ConfigError, TaskConfig, TrainingConfig, parse_config
 from dashboard import access, resources
 from dashboard.settings import TASKS, check_local_path, names_local_path, resolve_allowed, uploads_dir
 
 FILE_TYPES = ["csv", "tsv", "json", "jsonl", "parquet"]
+
+
+def trains_backbone_key(task: str) -> str:
+    """The widget key of tasks.<task>.trains_backbone (drawn with the heads' freeze toggles)."""
+    return f"trains_backbone:{task}"
+
+
 DEMO, OWN = "Built-in demo data", "My own data"
 DEFAULTS = {"backbone": "minilm", "pooling": "mean", "warm_start": "pretrained", "data_mode": DEMO,
             **{f"use:{t}": True for t in TASKS}, **{f"source_kind:{t}": "Upload a file" for t in TASKS},
+            **{trains_backbone_key(t): TaskConfig.model_fields["trains_backbone"].default for t in TASKS},
             "epochs": 2, "batch_size": 32, "learning_rate": 5e-5, "head_learning_rate": 1e-3, "max_length": 64,
             "seed": 0, "eval_every": 25, "cache_frozen_prefix": True, "sweep_kind": "freeze depth", "sweep_seeds": 2,
             "sweep_presets": ["none", "top_quarter", "scenario2"]}
@@ -376,4 +384,9 @@ def current_config(frozen: list[str], preset: dict | None):
             if isinstance(check, str):
                 raise ConfigError(f"task {task}: {check}")
         data["tasks"] = tasks
+    elif not all(s.get(trains_backbone_key(t), True) for t in TASKS):  # the demo data, named per task
+        data["tasks"] = {t: {"train": "demo"} for t in TASKS}
+    for task, section in (data.get("tasks") or {}).items():
+        if not s.get(trains_backbone_key(task), True):
+            section["trains_backbone"] = False
     return parse_config(data)

@@ -12,7 +12,7 @@ from core.anatomy import head_parameters, outline, readout, remembered_descripti
 from core.freezing import FreezeError
 from core.presets import PRESETS, preset_plan
 from dashboard import resources
-from dashboard.form import selected_backbone
+from dashboard.form import selected_backbone, trains_backbone_key
 
 FROZEN_COLOR, TRAINABLE_COLOR = "#9db4d6", "#f7a35c"
 
@@ -96,10 +96,36 @@ def freeze_section(labels: dict[str, list[str]]) -> tuple[list[str], dict | None
     else:
         st.fragment(run_every=0.5)(readout_when_counted)(labels, set(frozen))
     st.html(model_picture(parts, set(frozen), st.session_state.pooling))
+    trains = {task: bool(st.session_state.get(trains_backbone_key(task), True)) for task in tasks}
+    for task in tasks:
+        if outlook := task_outlook(task, set(frozen), parts, trains):
+            st.info(outlook)
+    if not any(trains.values()) and any(p not in frozen for p in part_names.backbone(parts)):
+        st.warning("No task's loss trains the backbone: its trainable parts will stay as they are, and only "
+                   "the heads learn.")
     if set(frozen) == set(parts):
         st.info("Everything is frozen: nothing can learn, so Train will only evaluate the current weights "
                 "(scenario 1). Start from a finished run to evaluate a trained model.")
     return frozen, matching_preset(parts), parts
+
+
+def task_outlook(task: str, frozen: set[str], parts: list[str], trains: dict[str, bool]) -> str | None:
+    """One sentence on what training will do to a task whose head is frozen or whose loss stays out of the
+    backbone (scenario 3's point: a fixed head on a backbone that others move); None otherwise."""
+    head = part_names.head(task)
+    backbone_trains = any(p not in frozen for p in part_names.backbone(parts))
+    movers = [t for t, on in trains.items() if on] if backbone_trains else []
+    if head not in frozen:
+        if trains.get(task, True) or len(movers) == 0:
+            return None
+        return (f"{task}: its loss trains only its head; the backbone under it still changes (trained by "
+                f"{' and '.join(movers)}), so that head learns on moving features.")
+    if not movers:
+        return (f"{task}: its head is fixed and nothing moves the backbone under it, so its accuracy stays "
+                "where it starts.")
+    by = " and ".join("its own loss, through the fixed head" if t == task else t for t in movers)
+    return (f"{task}: its head is fixed, but the backbone under it still changes (trained by {by}), so its "
+            "accuracy can still move, up or down.")
 
 
 def readout_when_counted(labels: dict[str, list[str]], frozen: set[str]) -> None:
@@ -168,6 +194,9 @@ def toggles_grid(parts: list[str]) -> None:
             column.toggle(part, key=toggle_key(part))
     for column, part in zip(st.columns(7), heads):
         column.toggle(part, key=toggle_key(part))
+        column.checkbox("its loss trains the backbone", key=trains_backbone_key(part_names.head_task(part)),
+                        help="Off: this task's loss updates only its own head (nothing, if the head is frozen); "
+                             "its data is still evaluated. Config: tasks.<task>.trains_backbone.")
 
 
 def readout_panel(counts: dict[str, int], frozen: set[str]) -> None:

@@ -10,6 +10,7 @@ from functools import partial
 import streamlit as st
 
 from core import child
+from core import parts as part_names
 from core.runs import RunError
 from dashboard import access, charts, resources
 
@@ -123,6 +124,12 @@ def references(runs) -> dict[str, dict[str, float]]:
     return out
 
 
+def fixed_heads(groups: dict[str, list], task: str) -> set[str]:
+    """The groups whose runs all froze this task's head (their curves are marked)."""
+    head = part_names.head(task)
+    return {name for name, members in groups.items() if all(head in r.summary().get("frozen", []) for r in members)}
+
+
 def compare_runs(runs, every_run) -> None:
     groups = group_runs(runs)
     st.markdown("**What differs**")
@@ -143,7 +150,8 @@ def compare_runs(runs, every_run) -> None:
     floors = references(runs)
     for column, task in zip(st.columns(max(1, len(tasks))), tasks):
         column.plotly_chart(charts.group_figure(events, task, metric, st.session_state.compare_x,
-                                                st.session_state.compare_smoothing, floors.get(task)),
+                                                st.session_state.compare_smoothing, floors.get(task),
+                                                fixed_heads(groups, task)),
                             key=f"compare:{task}")
     cost_benefit(groups, tasks)
     if len(runs) >= 2:
