@@ -184,8 +184,8 @@ def loading_section(heads: dict, rebuilt_on: str | None) -> str:
                f"{rebuilt_on}, checked tensor by tensor, when it was exported." if rebuilt_on else "")
     return ("## Load it\n\nFrom inside this folder, with `transformers` and `safetensors` (no pickle file, no "
             "remote code):\n\n```python\nfrom transformers import AutoModel, AutoTokenizer; from safetensors.torch "
-            "import load_file\nmodel, tokenizer = AutoModel.from_pretrained(\"model\"), AutoTokenizer.from_pretrained("
-            "\"model\")\nheads = load_file(\"heads.safetensors\")  # <task>.classifier.weight / .bias; labels: "
+            "import load_file\nmodel, tokenizer = (AutoModel.from_pretrained(\"model\", trust_remote_code=False), "
+            "AutoTokenizer.from_pretrained(\"model\", trust_remote_code=False))\nheads = load_file(\"heads.safetensors\")  # <task>.classifier.weight / .bias; labels: "
             f"heads.json\n```\n\nEach head is a linear layer on {pooled}; its outputs are in the order of that task's "
             f"labels in `heads.json`.{rebuilt} `config.yaml` is the whole experiment: `python -m core train --config "
             "config.yaml` trains it again.")

@@ -70,7 +70,7 @@ def test_the_zip_loads_with_automodel_and_holds_a_model_card_and_the_heads(runs,
     assert "## Data" in card and "## Metrics" in card and "negative, neutral, positive" in card
     accuracy = run.summary()["tasks"]["topic"]["accuracy"]
     assert f"| topic | {accuracy:.3f} |" in card
-    assert 'AutoModel.from_pretrained("model")' in card and 'load_file("heads.safetensors")' in card
+    assert 'AutoModel.from_pretrained("model", trust_remote_code=False)' in card and 'load_file("heads.safetensors")' in card
 
 
 def test_the_zip_holds_no_pickle_and_no_path_outside_its_folder(runs, tmp_path):
