@@ -8,16 +8,9 @@ import pytest
 from dashboard.charts import group_figure
 from dashboard.freeze_panel import task_outlook
 from page_helpers import new_app, rerun_until
+from test_page import page_env  # noqa: F401  (the page's fixture: its runs folder, uploads and allowed folders)
 
 PARTS = ["embeddings", "layer.0", "layer.1", "head.topic", "head.sentiment"]
-
-
-@pytest.fixture
-def page_env(tmp_path, monkeypatch, tiny_bert):
-    monkeypatch.setenv("FREEZE_LAB_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setenv("FREEZE_LAB_UPLOADS_DIR", str(tmp_path / "uploads"))
-    monkeypatch.setenv("FREEZE_LAB_ALLOWED_DIRS", str(tmp_path.parent) + ":" + tiny_bert)
-    yield tmp_path
 
 
 def test_outlooks_say_what_happens_to_each_task():
