@@ -104,6 +104,52 @@ def confusion_figure(labels: list[str], matrix: list[list[int]], title: str) -> 
     return fig
 
 
+# ---- where learning happened ------------------------------------------------------------------------
+
+FROZEN_GREY = "#d4d4d4"
+CHANGE_TICKS = [0.001, 0.01, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0]  # relative changes named on the colour bar
+
+
+def percent(value: float) -> str:
+    """A relative change as a percentage with three significant digits: 0.0213 -> '2.13%'."""
+    return f"{100 * value:.3g}%"
+
+
+def change_heatmap(steps: list[int], history: dict[str, list[float]], frozen: set[str] | list[str],
+                   grad_norms: dict[str, list[float]] | None = None) -> go.Figure:
+    """Part (input at the bottom, heads at the top, as the layers stack) by step, coloured by the square root
+    of the relative change, so a layer that moved 0.1% still shows beside a head that moved 50%. Frozen parts
+    read exactly 0: they are a separate grey trace that says "frozen" in its row label, a cell and the hover."""
+    labels = {part: f"{part} (frozen)" if part in frozen else part for part in history}
+    moving = [part for part in history if part not in frozen]
+    still = [part for part in history if part in frozen]
+    largest = max((v for part in moving for v in history[part]), default=0.0) or 1.0
+    ticks = [0.0, *(t for t in CHANGE_TICKS if t < 0.8 * largest), largest]  # no two labels on top of each other
+    fig = go.Figure()
+    fig.add_trace(go.Heatmap(
+        x=steps, y=[labels[p] for p in moving], z=[[math.sqrt(v) for v in history[p]] for p in moving],
+        zmin=0.0, zmax=math.sqrt(largest), colorscale="Viridis", name="trains", xgap=1, ygap=2,
+        hovertext=[change_hover(p, steps, history[p], (grad_norms or {}).get(p)) for p in moving],
+        hoverinfo="text", colorbar={"title": {"text": "relative change<br>‖w−w₀‖/‖w₀‖<br>(square-root scale)"},
+                                    "tickvals": [math.sqrt(t) for t in ticks], "ticktext": [percent(t) for t in ticks]}))
+    middle = len(steps) // 2
+    fig.add_trace(go.Heatmap(
+        x=steps, y=[labels[p] for p in still], z=[[0.0] * len(steps) for _ in still], zmin=0.0, zmax=1.0,
+        colorscale=[[0, FROZEN_GREY], [1, FROZEN_GREY]], showscale=False, name="frozen", xgap=1, ygap=2,
+        text=[["frozen" if i == middle else "" for i in range(len(steps))] for _ in still], texttemplate="%{text}",
+        hovertext=[[f"{p}: frozen<br>step {s}<br>relative change 0 exactly" for s in steps] for p in still],
+        hoverinfo="text"))
+    fig.update_layout(title="Where learning happened: how far each part moved from its start", xaxis_title="step",
+                      yaxis={"categoryorder": "array", "categoryarray": [labels[p] for p in history]},
+                      height=120 + 28 * len(history), margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    return fig
+
+
+def change_hover(part: str, steps: list[int], changes: list[float], grads: list[float] | None) -> list[str]:
+    grad_lines = [f"<br>gradient norm {g:.3g}" for g in grads] if grads else [""] * len(steps)
+    return [f"{part}<br>step {s}<br>relative change {percent(v)}{g}" for s, v, g in zip(steps, changes, grad_lines)]
+
+
 # ---- sweeps and comparisons -------------------------------------------------------------------------
 
 LEE_ET_AL = PRESETS["top_quarter"].benefit  # the finding the sweep view's top-quarter mark stands for

@@ -169,3 +169,21 @@ def test_the_live_view_redraws_less_often_when_training_shares_the_cpu():
 
     assert refresh_seconds("cpu (2 threads)") == 1.0 == refresh_seconds(None)  # not known yet: the CPU's
     assert refresh_seconds("cuda (NVIDIA H200)") == refresh_seconds("mps (Apple GPU)") == 0.5
+
+
+def test_change_heatmap_marks_frozen_rows_in_words_and_colours_the_rest_by_their_history():
+    import math
+
+    from dashboard.charts import FROZEN_GREY, change_heatmap
+
+    history = {"embeddings": [0.0, 0.0], "layer.0": [0.0, 0.0], "layer.1": [0.004, 0.01], "head.topic": [0.2, 0.5]}
+    fig = change_heatmap([5, 10], history, {"embeddings", "layer.0"}, {"layer.1": [1.5, 0.5], "head.topic": [2, 1]})
+    trains, frozen = fig.data
+    assert frozen.y == ("embeddings (frozen)", "layer.0 (frozen)") and trains.y == ("layer.1", "head.topic")
+    assert all("frozen" in row for row in frozen.text) and frozen.colorscale[0][1] == FROZEN_GREY
+    assert not frozen.showscale and "relative change 0 exactly" in frozen.hovertext[0][0]
+    squared = [v ** 2 for row in trains.z for v in row]  # the colour is the square root of the change
+    assert all(math.isclose(a, b) for a, b in zip(squared, [0.004, 0.01, 0.2, 0.5], strict=True))
+    assert trains.hovertext[1][1] == "head.topic<br>step 10<br>relative change 50%<br>gradient norm 1"
+    assert list(fig.layout.yaxis.categoryarray) == ["embeddings (frozen)", "layer.0 (frozen)", "layer.1", "head.topic"]
+    assert "square-root" in trains.colorbar.title.text
