@@ -136,6 +136,18 @@ def test_model_picture_says_frozen_or_trains_in_words_and_escapes_names():
     assert "<b>x</b>" not in picture and "mean pooling" in picture
 
 
+
+def test_model_picture_with_the_change_says_how_far_each_block_moved():
+    import re
+
+    from dashboard.freeze_panel import model_picture
+
+    picture = model_picture(["embeddings", "layer.0", "head.topic"], {"embeddings"}, "mean",
+                            {"embeddings": 0.0, "layer.0": 0.01, "head.topic": 0.04})
+    assert re.findall(r"frozen: 0 exactly|moved [0-9.]+%", picture) == ["frozen: 0 exactly", "moved 1%", "moved 4%"]
+    assert re.findall(r"width:(\d+)%", picture) == ["50", "100"]  # square root of the share of the largest
+    assert "moved" not in model_picture(["layer.0"], set(), "mean")
+
 def test_long_loss_lines_are_thinned_to_real_points_ending_at_the_newest_step():
     from dashboard.charts import thin
 
