@@ -119,30 +119,45 @@ def change_heatmap(steps: list[int], history: dict[str, list[float]], frozen: se
                    grad_norms: dict[str, list[float]] | None = None) -> go.Figure:
     """Part (input at the bottom, heads at the top, as the layers stack) by step, coloured by the square root
     of the relative change, so a layer that moved 0.1% still shows beside a head that moved 50%. Frozen parts
-    read exactly 0: they are a separate grey trace that says "frozen" in its row label, a cell and the hover."""
-    labels = {part: f"{part} (frozen)" if part in frozen else part for part in history}
-    moving = [part for part in history if part not in frozen]
-    still = [part for part in history if part in frozen]
-    largest = max((v for part in moving for v in history[part]), default=0.0) or 1.0
-    ticks = [0.0, *(t for t in CHANGE_TICKS if t < 0.8 * largest), largest]  # no two labels on top of each other
+    read exactly 0: a second, grey trace draws them and says "frozen" in the row label, a cell and the hover.
+    Both traces span every row, blank (None) where the other draws: plotly.js fails to draw heatmaps that
+    share a category axis with different rows."""
+    labels = [f"{part} (frozen)" if part in frozen else part for part in history]
+    moving = {part: part not in frozen for part in history}
+    largest = max((v for part in history if moving[part] for v in history[part]), default=0.0) or 1.0
+    ticks = colour_ticks(largest)
+    blank = [None] * len(steps)
+    middle = len(steps) // 2
     fig = go.Figure()
     fig.add_trace(go.Heatmap(
-        x=steps, y=[labels[p] for p in moving], z=[[math.sqrt(v) for v in history[p]] for p in moving],
-        zmin=0.0, zmax=math.sqrt(largest), colorscale="Viridis", name="trains", xgap=1, ygap=2,
-        hovertext=[change_hover(p, steps, history[p], (grad_norms or {}).get(p)) for p in moving],
+        x=steps, y=labels, z=[[math.sqrt(v) for v in values] if moving[p] else blank for p, values in history.items()],
+        zmin=0.0, zmax=math.sqrt(largest), colorscale="Viridis", name="trains", xgap=1, ygap=2, hoverongaps=False,
+        hovertext=[change_hover(p, steps, values, (grad_norms or {}).get(p)) if moving[p] else blank
+                   for p, values in history.items()],
         hoverinfo="text", colorbar={"title": {"text": "relative change<br>‖w−w₀‖/‖w₀‖<br>(square-root scale)"},
                                     "tickvals": [math.sqrt(t) for t in ticks], "ticktext": [percent(t) for t in ticks]}))
-    middle = len(steps) // 2
     fig.add_trace(go.Heatmap(
-        x=steps, y=[labels[p] for p in still], z=[[0.0] * len(steps) for _ in still], zmin=0.0, zmax=1.0,
+        x=steps, y=labels, z=[blank if moving[p] else [0.0] * len(steps) for p in history], zmin=0.0, zmax=1.0,
         colorscale=[[0, FROZEN_GREY], [1, FROZEN_GREY]], showscale=False, name="frozen", xgap=1, ygap=2,
-        text=[["frozen" if i == middle else "" for i in range(len(steps))] for _ in still], texttemplate="%{text}",
-        hovertext=[[f"{p}: frozen<br>step {s}<br>relative change 0 exactly" for s in steps] for p in still],
-        hoverinfo="text"))
+        hoverongaps=False, texttemplate="%{text}",
+        text=[["frozen" if i == middle and not moving[p] else "" for i in range(len(steps))] for p in history],
+        hovertext=[blank if moving[p] else [f"{p}: frozen<br>step {s}<br>relative change 0 exactly" for s in steps]
+                   for p in history], hoverinfo="text"))
     fig.update_layout(title="Where learning happened: how far each part moved from its start", xaxis_title="step",
-                      yaxis={"categoryorder": "array", "categoryarray": [labels[p] for p in history]},
                       height=120 + 28 * len(history), margin={"l": 10, "r": 10, "t": 40, "b": 10})
     return fig
+
+
+def colour_ticks(largest: float) -> list[float]:
+    """Relative changes to name on the square-root colour bar, from 0 to the largest, at least a tenth of
+    the bar apart so that no two labels overlap."""
+    ticks = [0.0]
+    for tick in [*(t for t in CHANGE_TICKS if t < largest), largest]:
+        if math.sqrt(tick) - math.sqrt(ticks[-1]) >= 0.1 * math.sqrt(largest):
+            ticks.append(tick)
+        elif tick == largest:
+            ticks[-1] = largest  # the top of the bar is always named
+    return ticks
 
 
 def change_hover(part: str, steps: list[int], changes: list[float], grads: list[float] | None) -> list[str]:

@@ -188,14 +188,29 @@ def test_change_heatmap_marks_frozen_rows_in_words_and_colours_the_rest_by_their
 
     from dashboard.charts import FROZEN_GREY, change_heatmap
 
-    history = {"embeddings": [0.0, 0.0], "layer.0": [0.0, 0.0], "layer.1": [0.004, 0.01], "head.topic": [0.2, 0.5]}
-    fig = change_heatmap([5, 10], history, {"embeddings", "layer.0"}, {"layer.1": [1.5, 0.5], "head.topic": [2, 1]})
+    history = {"embeddings": [0.0, 0.0], "layer.0": [0.004, 0.01], "layer.1": [0.0, 0.0], "head.topic": [0.2, 0.5]}
+    fig = change_heatmap([5, 10], history, {"embeddings", "layer.1"}, {"layer.0": [1.5, 0.5], "head.topic": [2, 1]})
     trains, frozen = fig.data
-    assert frozen.y == ("embeddings (frozen)", "layer.0 (frozen)") and trains.y == ("layer.1", "head.topic")
-    assert all("frozen" in row for row in frozen.text) and frozen.colorscale[0][1] == FROZEN_GREY
-    assert not frozen.showscale and "relative change 0 exactly" in frozen.hovertext[0][0]
-    squared = [v ** 2 for row in trains.z for v in row]  # the colour is the square root of the change
+    rows = ["embeddings (frozen)", "layer.0", "layer.1 (frozen)", "head.topic"]  # input at the bottom
+    assert trains.y == frozen.y == tuple(rows)  # both span every row: plotly.js fails on disjoint ones
+    assert [all(v is None for v in row) for row in trains.z] == [True, False, True, False]
+    assert [all(v is None for v in row) for row in frozen.z] == [False, True, False, True]
+    assert [any(cell == "frozen" for cell in row) for row in frozen.text] == [True, False, True, False]
+    assert frozen.colorscale[0][1] == FROZEN_GREY and not frozen.showscale
+    assert "relative change 0 exactly" in frozen.hovertext[2][0]
+    squared = [v ** 2 for row in (trains.z[1], trains.z[3]) for v in row]  # the colour: square root of the change
     assert all(math.isclose(a, b) for a, b in zip(squared, [0.004, 0.01, 0.2, 0.5], strict=True))
-    assert trains.hovertext[1][1] == "head.topic<br>step 10<br>relative change 50%<br>gradient norm 1"
-    assert list(fig.layout.yaxis.categoryarray) == ["embeddings (frozen)", "layer.0 (frozen)", "layer.1", "head.topic"]
-    assert "square-root" in trains.colorbar.title.text
+    assert trains.hovertext[3][1] == "head.topic<br>step 10<br>relative change 50%<br>gradient norm 1"
+    assert "square-root" in trains.colorbar.title.text and trains.colorbar.ticktext[-1] == "50%"
+
+
+def test_the_colour_bar_names_zero_and_the_largest_change_with_no_two_labels_overlapping():
+    import math
+
+    from dashboard.charts import colour_ticks
+
+    for largest in (0.001, 0.0123, 0.52, 2.4):
+        ticks = colour_ticks(largest)
+        assert ticks[0] == 0.0 and ticks[-1] == largest
+        gaps = [math.sqrt(b) - math.sqrt(a) for a, b in zip(ticks, ticks[1:])]
+        assert min(gaps) >= 0.1 * math.sqrt(largest)

@@ -46,11 +46,16 @@ def heatmap_traces(at, key: str) -> dict:
 
 def assert_marked(traces: dict, steps: list[int]) -> None:
     frozen, trains = traces["frozen"], traces["trains"]
-    assert frozen["y"] == [f"{part} (frozen)" for part in FROZEN]
-    assert all("frozen" in row for row in frozen["text"])
-    assert trains["y"] == TRAINABLE and trains["x"] == steps and len(steps) >= 3
-    assert all(row[-1] > 0 for row in trains["z"])  # by the end (a head may wait a few steps for its task's batch)
-    assert all(value >= 0 for row in trains["z"] for value in row)
+    rows = dict(zip(trains["y"], zip(trains["z"], frozen["z"], frozen["text"])))
+    assert list(rows) == [f"{part} (frozen)" for part in FROZEN] + TRAINABLE and trains["x"] == steps
+    assert len(steps) >= 3
+    for part in FROZEN:  # grey, with the word, and nothing in the colour trace
+        colour, grey, text = rows[f"{part} (frozen)"]
+        assert all(v is None for v in colour) and grey == [0.0] * len(steps) and "frozen" in text
+    for part in TRAINABLE:  # above zero by the end (a head may wait a few steps for its task's batch)
+        colour, grey, text = rows[part]
+        assert colour[-1] > 0 and all(v >= 0 for v in colour) and all(v is None for v in grey)
+        assert "frozen" not in text
 
 
 def test_inspect_draws_where_learning_happened_with_frozen_parts_marked(page_env, finished, tiny_bert):
