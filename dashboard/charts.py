@@ -128,14 +128,15 @@ def change_heatmap(steps: list[int], history: dict[str, list[float]], frozen: se
     ticks = colour_ticks(largest)
     blank = [None] * len(steps)
     middle = len(steps) // 2
+    colour = [[math.sqrt(v) for v in values] if moving[p] else blank for p, values in history.items()]
+    colour_bar = {"title": {"text": "relative change<br>‖w−w₀‖/‖w₀‖<br>(square-root scale)"},
+                  "tickvals": [math.sqrt(t) for t in ticks], "ticktext": [percent(t) for t in ticks]}
     fig = go.Figure()
     fig.add_trace(go.Heatmap(
-        x=steps, y=labels, z=[[math.sqrt(v) for v in values] if moving[p] else blank for p, values in history.items()],
-        zmin=0.0, zmax=math.sqrt(largest), colorscale="Viridis", name="trains", xgap=1, ygap=2, hoverongaps=False,
+        x=steps, y=labels, z=colour, zmin=0.0, zmax=math.sqrt(largest), colorscale="Viridis", colorbar=colour_bar,
+        name="trains", xgap=1, ygap=2, hoverongaps=False, hoverinfo="text",
         hovertext=[change_hover(p, steps, values, (grad_norms or {}).get(p)) if moving[p] else blank
-                   for p, values in history.items()],
-        hoverinfo="text", colorbar={"title": {"text": "relative change<br>‖w−w₀‖/‖w₀‖<br>(square-root scale)"},
-                                    "tickvals": [math.sqrt(t) for t in ticks], "ticktext": [percent(t) for t in ticks]}))
+                   for p, values in history.items()]))
     fig.add_trace(go.Heatmap(
         x=steps, y=labels, z=[blank if moving[p] else [0.0] * len(steps) for p in history], zmin=0.0, zmax=1.0,
         colorscale=[[0, FROZEN_GREY], [1, FROZEN_GREY]], showscale=False, name="frozen", xgap=1, ygap=2,
