@@ -104,10 +104,10 @@ def final_rows(summary: dict) -> list[dict]:
     return [{"part": part, "frozen": part in frozen, **figures} for part, figures in summary.get("change", {}).items()]
 
 
-def history(events: list) -> tuple[list[int], dict[str, list[float]]]:
-    """From a run's events, the steps of its change records and each part's relative change at
-    each of them: the rows and columns of the page's heatmap."""
+def history(events: list, figure: str = "relative_change") -> tuple[list[int], dict[str, list[float]]]:
+    """From a run's events, the steps of its change records and each part's ``figure``
+    (``relative_change`` or ``grad_norm``) at each of them: the columns and rows of the page's heatmap."""
     records = [e for e in events if getattr(e, "kind", None) == "change"]
     steps = [r.step for r in records]
     parts = list(records[-1].parts) if records else []
-    return steps, {part: [r.parts.get(part, {}).get("relative_change", 0.0) for r in records] for part in parts}
+    return steps, {part: [r.parts.get(part, {}).get(figure, 0.0) for r in records] for part in parts}

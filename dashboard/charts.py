@@ -104,6 +104,68 @@ def confusion_figure(labels: list[str], matrix: list[list[int]], title: str) -> 
     return fig
 
 
+# ---- where learning happened ------------------------------------------------------------------------
+
+FROZEN_GREY = "#d4d4d4"
+CHANGE_TICKS = [0.001, 0.01, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0]  # relative changes named on the colour bar
+
+
+def percent(value: float) -> str:
+    """A relative change as a percentage with three significant digits: 0.0213 -> '2.13%'."""
+    return f"{100 * value:.3g}%"
+
+
+def change_heatmap(steps: list[int], history: dict[str, list[float]], frozen: set[str] | list[str],
+                   grad_norms: dict[str, list[float]] | None = None) -> go.Figure:
+    """Part (input at the bottom, heads at the top, as the layers stack) by step, coloured by the square root
+    of the relative change, so a layer that moved 0.1% still shows beside a head that moved 50%. Frozen parts
+    read exactly 0: a second, grey trace draws them and says "frozen" in the row label, a cell and the hover.
+    Both traces span every row, blank (None) where the other draws: plotly.js fails to draw heatmaps that
+    share a category axis with different rows."""
+    labels = [f"{part} (frozen)" if part in frozen else part for part in history]
+    moving = {part: part not in frozen for part in history}
+    largest = max((v for part in history if moving[part] for v in history[part]), default=0.0) or 1.0
+    ticks = colour_ticks(largest)
+    blank = [None] * len(steps)
+    middle = len(steps) // 2
+    colour = [[math.sqrt(v) for v in values] if moving[p] else blank for p, values in history.items()]
+    colour_bar = {"title": {"text": "relative change<br>‖w−w₀‖/‖w₀‖<br>(square-root scale)"},
+                  "tickvals": [math.sqrt(t) for t in ticks], "ticktext": [percent(t) for t in ticks]}
+    fig = go.Figure()
+    fig.add_trace(go.Heatmap(
+        x=steps, y=labels, z=colour, zmin=0.0, zmax=math.sqrt(largest), colorscale="Viridis", colorbar=colour_bar,
+        name="trains", xgap=1, ygap=2, hoverongaps=False, hoverinfo="text",
+        hovertext=[change_hover(p, steps, values, (grad_norms or {}).get(p)) if moving[p] else blank
+                   for p, values in history.items()]))
+    fig.add_trace(go.Heatmap(
+        x=steps, y=labels, z=[blank if moving[p] else [0.0] * len(steps) for p in history], zmin=0.0, zmax=1.0,
+        colorscale=[[0, FROZEN_GREY], [1, FROZEN_GREY]], showscale=False, name="frozen", xgap=1, ygap=2,
+        hoverongaps=False, texttemplate="%{text}",
+        text=[["frozen" if i == middle and not moving[p] else "" for i in range(len(steps))] for p in history],
+        hovertext=[blank if moving[p] else [f"{p}: frozen<br>step {s}<br>relative change 0 exactly" for s in steps]
+                   for p in history], hoverinfo="text"))
+    fig.update_layout(title="Where learning happened: how far each part moved from its start", xaxis_title="step",
+                      height=120 + 28 * len(history), margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    return fig
+
+
+def colour_ticks(largest: float) -> list[float]:
+    """Relative changes to name on the square-root colour bar, from 0 to the largest, at least a tenth of
+    the bar apart so that no two labels overlap."""
+    ticks = [0.0]
+    for tick in [*(t for t in CHANGE_TICKS if t < largest), largest]:
+        if math.sqrt(tick) - math.sqrt(ticks[-1]) >= 0.1 * math.sqrt(largest):
+            ticks.append(tick)
+        elif tick == largest:
+            ticks[-1] = largest  # the top of the bar is always named
+    return ticks
+
+
+def change_hover(part: str, steps: list[int], changes: list[float], grads: list[float] | None) -> list[str]:
+    grad_lines = [f"<br>gradient norm {g:.3g}" for g in grads] if grads else [""] * len(steps)
+    return [f"{part}<br>step {s}<br>relative change {percent(v)}{g}" for s, v, g in zip(steps, changes, grad_lines)]
+
+
 # ---- sweeps and comparisons -------------------------------------------------------------------------
 
 LEE_ET_AL = PRESETS["top_quarter"].benefit  # the finding the sweep view's top-quarter mark stands for

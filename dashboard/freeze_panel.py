@@ -4,6 +4,7 @@ a live parameter readout and a picture of the model coloured by state."""
 from __future__ import annotations
 
 import html
+import math
 
 import streamlit as st
 
@@ -12,6 +13,7 @@ from core.anatomy import head_parameters, outline, readout, remembered_descripti
 from core.freezing import FreezeError
 from core.presets import PRESETS, preset_plan
 from dashboard import resources
+from dashboard.charts import percent
 from dashboard.form import selected_backbone, trains_backbone_key
 
 FROZEN_COLOR, TRAINABLE_COLOR = "#9db4d6", "#f7a35c"
@@ -222,14 +224,19 @@ def parts_table(by_part: dict[str, dict[str, int]], frozen: set[str]) -> str:
             f'collapse;width:100%"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>')
 
 
-def model_picture(parts: list[str], frozen: set[str], pooling: str) -> str:
+def model_picture(parts: list[str], frozen: set[str], pooling: str, moved: dict[str, float] | None = None) -> str:
     """The model as a row of blocks from input to heads: frozen in blue, trainable in orange, and each
-    block also says so in words (no emoji, which some systems cannot draw, and not colour alone)."""
+    block also says so in words (no emoji, which some systems cannot draw, and not colour alone). With
+    ``moved`` (a run's final relative change per part) each block also says how far it moved, with a bar
+    on the heatmap's square-root scale; a frozen block says it stayed exactly where it was."""
+    largest = max((moved or {}).values(), default=0.0)
+
     def block(part: str) -> str:
         state, color = ("frozen", FROZEN_COLOR) if part in frozen else ("trains", TRAINABLE_COLOR)
+        extra = "" if moved is None else moved_line(part in frozen, moved.get(part, 0.0), largest)
         return (f'<div title="{html.escape(part)}: {state}" style="background:{color};border-radius:6px;'
                 f'padding:6px 8px;margin:2px;font:12px sans-serif;text-align:center;min-width:54px">'
-                f'<b>{html.escape(part)}</b><br><span style="font-size:11px">{state}</span></div>')
+                f'<b>{html.escape(part)}</b><br><span style="font-size:11px">{state}</span>{extra}</div>')
 
     backbone = "".join(block(p) for p in part_names.backbone(parts))
     heads = "".join(block(p) for p in part_names.heads(parts))
@@ -240,3 +247,13 @@ def model_picture(parts: list[str], frozen: set[str], pooling: str) -> str:
               f'{TRAINABLE_COLOR};padding:1px 6px">trains: updated by training</span></div>')
     return (f'<div style="display:flex;flex-wrap:wrap;align-items:stretch">{backbone}{arrow}{pool}{arrow}'
             f'<div style="display:flex;flex-direction:column">{heads}</div></div>{legend}')
+
+
+def moved_line(is_frozen: bool, change: float, largest: float) -> str:
+    """A block's 'moved 2.1%' and a bar as long as the square root of its share of the largest change."""
+    if is_frozen:
+        return '<br><span style="font-size:11px">frozen: 0 exactly</span>'
+    width = 100 * math.sqrt(change / largest) if largest > 0 else 0.0
+    return (f'<br><span style="font-size:11px">moved {percent(change)}</span><div style="background:#fff;'
+            f'height:4px;border-radius:2px;margin-top:2px"><div style="background:#333;height:4px;'
+            f'border-radius:2px;width:{width:.0f}%"></div></div>')

@@ -1,10 +1,10 @@
-"""A finished run up close: confusion matrices, and 'Try it' on a typed sentence."""
+"""A finished run up close: confusion matrices, where learning happened, and 'Try it' on a typed sentence."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import charts, resources
+from dashboard import change_view, charts, resources
 
 KEYS = ["inspect_run", "try_text"]  # widget values kept while the tab is closed
 
@@ -22,6 +22,8 @@ def inspect_section() -> None:
     for column, (task, m) in zip(st.columns(max(1, len(tasks))), tasks.items()):
         column.plotly_chart(charts.confusion_figure(m["labels"], m["confusion"],
                                                     f"{task}: accuracy {m['accuracy']:.3f}"), key=f"cm:{task}")
+    st.markdown("**Where learning happened**: how far each part's weights moved from where they started.")
+    change_view.change_section(run, run.events(), key="inspect:change")
     st.markdown("**Try it**: type a sentence and see what each head predicts.")
     text = st.text_input("Sentence", key="try_text", placeholder="The new phone's battery died before lunch.")
     if st.button("Predict", key="predict", disabled=not text.strip()):

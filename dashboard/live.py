@@ -10,7 +10,7 @@ from core import parts as part_names
 from core.config import ConfigError
 from core.presets import PRESETS
 from core.locks import BusyError
-from dashboard import access, charts, resources
+from dashboard import access, change_view, charts, resources
 from dashboard.form import current_config, origin_backbone, train_counts
 
 # How often the live view redraws while a run is active. Each redraw costs the browser CPU time: on a
@@ -246,3 +246,5 @@ def draw_run(run) -> None:
     for column, task in zip(st.columns(len(tasks)), tasks):
         column.plotly_chart(charts.task_figure(events, task, st.session_state.x_axis, st.session_state.smoothing),
                             key=f"live:{task}")
+    with st.expander("Where learning happened", expanded=True):
+        change_view.change_section(run, events, key="live:change")

@@ -220,3 +220,20 @@ def test_a_two_member_sweep_runs_end_to_end_in_a_real_browser(tmp_path, tiny_ber
     assert [(m["variant"], m["status"]) for m in record["members"]] == [("none", "finished"),
                                                                          ("top_quarter", "finished")]
     assert [row["variant"] for row in record["table"]] == ["none", "top_quarter"]
+
+
+def test_plotly_js_draws_the_change_heatmap_with_frozen_rows_between_trained_ones(tmp_path):
+    """The figure checks in AppTest only read the JSON; plotly.js itself once refused this chart (two
+    heatmaps on different rows of one category axis) and drew an empty frame without a Python error."""
+    from dashboard.charts import change_heatmap
+
+    history = {"embeddings": [0.0, 0.0], "layer.0": [0.01, 0.02], "layer.1": [0.0, 0.0], "head.topic": [0.2, 0.4]}
+    page_file = tmp_path / "heatmap.html"
+    change_heatmap([4, 8], history, {"embeddings", "layer.1"}).write_html(page_file, include_plotlyjs=True)
+    with browser_page() as page:
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(page_file.as_uri())
+        page.locator(".hm").first.wait_for(timeout=10_000)
+        assert errors == [] and page.locator(".hm").count() == 2  # both traces drawn
+        assert page.get_by_text("layer.1 (frozen)").count() == 1 and page.get_by_text("frozen", exact=True).count() == 2

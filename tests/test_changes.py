@@ -124,3 +124,17 @@ def test_cli_inspect_says_an_old_run_has_no_change_map(tiny_bert, small_config, 
     run.write_summary(summary)
     assert main(["inspect", run.id, "--runs-dir", str(tmp_path)]) == 0
     assert "from before the change map" in capsys.readouterr().out
+
+
+def test_history_reads_either_figure_per_part_at_every_record():
+    from core.changes import history
+    from core.events import ChangeEvent, StepEvent
+
+    events = [ChangeEvent(2, {"embeddings": {"relative_change": 0.0, "grad_norm": 0.0},
+                              "head.topic": {"relative_change": 0.1, "grad_norm": 3.0}}),
+              StepEvent(step=3, epoch=0.5, task="topic", loss=1.0, lr=1e-4),
+              ChangeEvent(4, {"embeddings": {"relative_change": 0.0, "grad_norm": 0.0},
+                              "head.topic": {"relative_change": 0.2, "grad_norm": 1.5}})]
+    assert history(events) == ([2, 4], {"embeddings": [0.0, 0.0], "head.topic": [0.1, 0.2]})
+    assert history(events, "grad_norm") == ([2, 4], {"embeddings": [0.0, 0.0], "head.topic": [3.0, 1.5]})
+    assert history(events[1:2]) == ([], {})

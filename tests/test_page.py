@@ -136,6 +136,18 @@ def test_model_picture_says_frozen_or_trains_in_words_and_escapes_names():
     assert "<b>x</b>" not in picture and "mean pooling" in picture
 
 
+
+def test_model_picture_with_the_change_says_how_far_each_block_moved():
+    import re
+
+    from dashboard.freeze_panel import model_picture
+
+    picture = model_picture(["embeddings", "layer.0", "head.topic"], {"embeddings"}, "mean",
+                            {"embeddings": 0.0, "layer.0": 0.01, "head.topic": 0.04})
+    assert re.findall(r"frozen: 0 exactly|moved [0-9.]+%", picture) == ["frozen: 0 exactly", "moved 1%", "moved 4%"]
+    assert re.findall(r"width:(\d+)%", picture) == ["50", "100"]  # square root of the share of the largest
+    assert "moved" not in model_picture(["layer.0"], set(), "mean")
+
 def test_long_loss_lines_are_thinned_to_real_points_ending_at_the_newest_step():
     from dashboard.charts import thin
 
@@ -169,3 +181,36 @@ def test_the_live_view_redraws_less_often_when_training_shares_the_cpu():
 
     assert refresh_seconds("cpu (2 threads)") == 1.0 == refresh_seconds(None)  # not known yet: the CPU's
     assert refresh_seconds("cuda (NVIDIA H200)") == refresh_seconds("mps (Apple GPU)") == 0.5
+
+
+def test_change_heatmap_marks_frozen_rows_in_words_and_colours_the_rest_by_their_history():
+    import math
+
+    from dashboard.charts import FROZEN_GREY, change_heatmap
+
+    history = {"embeddings": [0.0, 0.0], "layer.0": [0.004, 0.01], "layer.1": [0.0, 0.0], "head.topic": [0.2, 0.5]}
+    fig = change_heatmap([5, 10], history, {"embeddings", "layer.1"}, {"layer.0": [1.5, 0.5], "head.topic": [2, 1]})
+    trains, frozen = fig.data
+    rows = ["embeddings (frozen)", "layer.0", "layer.1 (frozen)", "head.topic"]  # input at the bottom
+    assert trains.y == frozen.y == tuple(rows)  # both span every row: plotly.js fails on disjoint ones
+    assert [all(v is None for v in row) for row in trains.z] == [True, False, True, False]
+    assert [all(v is None for v in row) for row in frozen.z] == [False, True, False, True]
+    assert [any(cell == "frozen" for cell in row) for row in frozen.text] == [True, False, True, False]
+    assert frozen.colorscale[0][1] == FROZEN_GREY and not frozen.showscale
+    assert "relative change 0 exactly" in frozen.hovertext[2][0]
+    squared = [v ** 2 for row in (trains.z[1], trains.z[3]) for v in row]  # the colour: square root of the change
+    assert all(math.isclose(a, b) for a, b in zip(squared, [0.004, 0.01, 0.2, 0.5], strict=True))
+    assert trains.hovertext[3][1] == "head.topic<br>step 10<br>relative change 50%<br>gradient norm 1"
+    assert "square-root" in trains.colorbar.title.text and trains.colorbar.ticktext[-1] == "50%"
+
+
+def test_the_colour_bar_names_zero_and_the_largest_change_with_no_two_labels_overlapping():
+    import math
+
+    from dashboard.charts import colour_ticks
+
+    for largest in (0.001, 0.0123, 0.52, 2.4):
+        ticks = colour_ticks(largest)
+        assert ticks[0] == 0.0 and ticks[-1] == largest
+        gaps = [math.sqrt(b) - math.sqrt(a) for a, b in zip(ticks, ticks[1:])]
+        assert min(gaps) >= 0.1 * math.sqrt(largest)
