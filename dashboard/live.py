@@ -7,7 +7,6 @@ from __future__ import annotations
 import streamlit as st
 
 from core import parts as part_names
-from core.config import ConfigError
 from core.presets import PRESETS
 from core.locks import BusyError
 from dashboard import access, change_view, charts, resources

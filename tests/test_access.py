@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 import os
 from contextlib import contextmanager
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from page_helpers import new_app, rerun_until, stop_every_job
+from page_helpers import new_app, stop_every_job
 
 SECRET = "aws_secret_key,password\nAKIAEXAMPLE,hunter2\n"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -178,7 +179,7 @@ def test_the_page_lists_the_flips_and_re_evaluates_a_run_without_predictions(tra
     store = copy_runs(trained, tmp_path / "runs")
     monkeypatch.setenv("FREEZE_LAB_RUNS_DIR", str(store.root))
     monkeypatch.setenv("FREEZE_LAB_UPLOADS_DIR", str(tmp_path / "uploads"))
-    monkeypatch.setenv("FREEZE_LAB_ALLOWED_DIRS", f"{tmp_path}:{tiny_bert}")
+    monkeypatch.setenv("FREEZE_LAB_ALLOWED_DIRS", os.pathsep.join([str(tmp_path), tiny_bert]))
     expected = flips(store, "a", "b")["tasks"]
 
     def flip_tables(at) -> list:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -13,7 +14,7 @@ from page_helpers import frozen_toggles, new_app, open_tab, rerun_until, trainab
 def page_env(tmp_path, monkeypatch, tiny_bert):
     monkeypatch.setenv("FREEZE_LAB_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("FREEZE_LAB_UPLOADS_DIR", str(tmp_path / "uploads"))
-    monkeypatch.setenv("FREEZE_LAB_ALLOWED_DIRS", str(tmp_path.parent) + ":" + tiny_bert)
+    monkeypatch.setenv("FREEZE_LAB_ALLOWED_DIRS", os.pathsep.join([str(tmp_path.parent), tiny_bert]))
     yield tmp_path
     from dashboard.resources import job_manager
 

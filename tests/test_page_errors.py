@@ -8,6 +8,7 @@ in an allowed temporary folder; the upload helper is tested directly.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -28,7 +29,7 @@ def page_env(tmp_path, monkeypatch, tiny_bert):
     allowed.mkdir()
     monkeypatch.setenv("FREEZE_LAB_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("FREEZE_LAB_UPLOADS_DIR", str(tmp_path / "uploads"))
-    monkeypatch.setenv("FREEZE_LAB_ALLOWED_DIRS", f"{allowed}:{tiny_bert}")
+    monkeypatch.setenv("FREEZE_LAB_ALLOWED_DIRS", os.pathsep.join([str(allowed), tiny_bert]))
     yield SimpleNamespace(root=tmp_path, allowed=allowed, runs=tmp_path / "runs", backbone=tiny_bert)
     from dashboard.resources import job_manager
 

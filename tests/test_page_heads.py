@@ -3,7 +3,6 @@ says it, and comparisons mark the frozen head's curve."""
 
 from __future__ import annotations
 
-import pytest
 
 from dashboard.charts import group_figure
 from dashboard.freeze_panel import task_outlook
