@@ -22,13 +22,14 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -68,13 +69,20 @@ def experiment_config(args, case: str) -> dict:
         },
         "freeze": freeze,
         "training": {"epochs": args.epochs, "batch_size": args.batch, "max_length": args.max_length,
-                     "seed": args.seed, "eval_every": 10**9,  # evaluate once, at the end
+                     "seed": args.seed, "eval_every": args.eval_every or 10**9,  # default: once, at the end
                      "device": "cpu", "precision": precision, "cache_frozen_prefix": bool(cache)},
     }
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    """This process's peak resident set: getrusage where it exists (KiB on Linux, bytes on macOS),
+    psutil's peak working set on Windows."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return psutil.Process().memory_info().peak_wset / 2**20
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
 # ---- one case, in a child process -------------------------------------------------------------
@@ -126,6 +134,8 @@ def run_core(args, case: str) -> dict:
         "macro_f1": {t: round(r["macro_f1"], 4) for t, r in summary["tasks"].items()},
         "cache": summary.get("cache"), "precision": summary["precision"], "steps": summary["steps"],
         "trainable": summary["params"]["trainable"], "run_dir": str(run.path) if keep else None,
+        "change_map": summary["change_map"], "change_map_share": round(summary["change_map"]["seconds"] / loop["seconds"], 4),
+        "change": summary["change"],
     }
 
 
@@ -365,7 +375,7 @@ def derive(results: dict) -> dict:
 
 def table(results: dict, derived: dict) -> str:
     head = ("case", "ex/s step", "ex/s loop", "loop CPU s", "epoch s (1, 2, ...)", "s/epoch 2+", "peak MB",
-            "acc topic", "acc sentiment", "cache")
+            "acc topic", "acc sentiment", "cache", "change map s (% of loop)")
     rows, probes = [], []
     for case, r in results.items():
         if "probe" in r:
@@ -387,7 +397,7 @@ def table(results: dict, derived: dict) -> str:
             ", ".join(f"{s:.1f}" for s in r["epoch_seconds"]) or "-",
             f"{later_epochs(r):.2f}" if len(r["epoch_seconds"]) > 1 else "-", f"{r['peak_rss_mb']:.0f}",
             f"{r['accuracy'].get('topic', float('nan')):.3f}", f"{r['accuracy'].get('sentiment', float('nan')):.3f}",
-            cache_text))
+            cache_text, change_map_text(r)))
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     lines.append("")
@@ -396,11 +406,19 @@ def table(results: dict, derived: dict) -> str:
     return "\n".join(lines)
 
 
+def change_map_text(result: dict) -> str:
+    """What recording where learning happened cost: the starting copy, the per-step gradient norms
+    and each record (core cases only; the HF Trainer keeps none)."""
+    if "change_map" not in result:
+        return "-"
+    return f"{result['change_map']['seconds']:.2f} ({100 * result['change_map_share']:.2f}%)"
+
+
 def machine() -> dict:
     import torch
 
     info = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "load_average": os.getloadavg()}
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "load_average": psutil.getloadavg()}
     try:
         import transformers
 
@@ -420,7 +438,7 @@ def run_case(case: str, settings: dict, env: dict, keep: str, model_run: str) ->
     """One case in a child process; its result, or None if it failed."""
     handle, out = tempfile.mkstemp(suffix=".json")
     os.close(handle)
-    load = os.getloadavg()[0]
+    load = psutil.getloadavg()[0]
     command = [sys.executable, __file__, "--case", case, "--out", out, f"--keep-runs={keep}",
                f"--model-run={model_run}", *[f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]]
     print(f"running {case} ...", file=sys.stderr, flush=True)
@@ -447,6 +465,8 @@ def main(argv=None) -> int:
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-every", type=int, default=0,
+                   help="core cases: evaluate (and record the change map) every N steps; 0: only at the end")
     p.add_argument("--cases", default=",".join(DEFAULT_CASES), help=f"comma-separated, from: {', '.join(CASES)}")
     p.add_argument("--threads", type=int, default=0, help="torch threads per case (0: torch's default)")
     p.add_argument("--probe-steps", type=int, default=2, help="bf16_probe: timed training steps per precision")
@@ -466,7 +486,8 @@ def main(argv=None) -> int:
     lock_dir = tempfile.mkdtemp(prefix="freeze-lab-bench-lock-")  # our own lock: others' runs do not block us
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "PYTHONPATH": str(ROOT), "FREEZE_LAB_LOCK_DIR": lock_dir}
-    settings = {k: getattr(args, k) for k in ("train", "val", "batch", "max_length", "epochs", "seed", "threads",
+    settings = {k: getattr(args, k) for k in ("train", "val", "batch", "max_length", "epochs", "seed", "eval_every",
+                                              "threads",
                                               "probe_steps", "probe_val")}
     keep = tempfile.mkdtemp(prefix="freeze-lab-bench-runs-")
     model_run = ""

@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +72,7 @@ def main() -> None:
         env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     work = Path(tempfile.mkdtemp(prefix="freeze-lab-bench-sweep-"))
     config = base_config(args)
-    load_before = os.getloadavg()
+    load_before = psutil.getloadavg()
 
     (work / "base.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     sweep_seconds, out = run(["sweep", "--config", str(work / "base.yaml"), "--depths", args.depths,
@@ -102,7 +103,7 @@ def main() -> None:
     result = {"sweep_seconds": round(sweep_seconds, 1), "alone_seconds": round(alone_seconds, 1),
               "ratio": round(sweep_seconds / alone_seconds, 3), "shared_prefix": record.get("shared_prefix"),
               "members": rows, "threads": args.threads or "default", "cpus": os.cpu_count(),
-              "load_average_before": load_before, "load_average_after": os.getloadavg(), "config": config}
+              "load_average_before": load_before, "load_average_after": psutil.getloadavg(), "config": config}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "sweep.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
 
@@ -116,7 +117,7 @@ def main() -> None:
               f"{r['alone_process_s']:.1f} ({r['alone_wall_s']:.1f}, {r['alone_train_s']:.1f}) | {accs[0]} | {accs[1]} |")
     print(f"sweep {sweep_seconds:.1f} s (shared prefix built in {record['shared_prefix']['build_seconds']} s), "
           f"independent runs {alone_seconds:.1f} s, ratio {sweep_seconds / alone_seconds:.3f} "
-          f"(load average before {load_before[0]:.1f}, after {os.getloadavg()[0]:.1f})")
+          f"(load average before {load_before[0]:.1f}, after {psutil.getloadavg()[0]:.1f})")
 
 
 if __name__ == "__main__":

@@ -279,7 +279,9 @@ class Trainer:
             settings=cache_settings(experiment), folder=self.run_folder.path, device=self.device,
             autocast=self.accelerator.autocast, shared=experiment.shared_prefix)
         self.run_folder.update_summary(cache=self.prefix_cache.info())
+        began = time.perf_counter()  # the starting copy is part of what the change map costs
         self.changes = ChangeMap(experiment.model, self.device, self.run_folder.path)
+        self.change_seconds += time.perf_counter() - began
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         """AdamW over trainable parameters only; heads get their own learning rate.
