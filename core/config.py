@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-PRESET_NAMES = ("none", "scenario1", "scenario2", "scenario3", "lower_k", "top_quarter")
+PRESET_NAMES = ("none", "scenario1", "scenario2", "scenario3", "lower_k", "top_quarter", "bitfit", "norms_only")
 
 
 class ConfigError(ValueError):
@@ -63,7 +63,8 @@ class FreezeConfig(_Strict):
     preset: Literal[PRESET_NAMES] | None = None  # type: ignore[valid-type]
     k: int | None = Field(None, ge=0, description="lower_k: how many lower layers to freeze")
     head: str | None = Field(None, description="scenario3: which task head to freeze")
-    parts: list[str] = Field(default_factory=list)
+    parts: list[str] = Field(default_factory=list, description="parts to freeze; <part>:<kind> (layer.3:bias, "
+                                                                "layer.3:norm) freezes all of the part but that kind")
 
     @model_validator(mode="after")
     def _preset_arguments(self) -> "FreezeConfig":

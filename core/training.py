@@ -27,7 +27,7 @@ from core.config import ExperimentConfig
 from core.changes import ChangeMap
 from core.data import DataError, TaskData, load_tasks, validation_fingerprint
 from core.events import ChangeEvent, EvalEvent, EventBus, ProgressEvent, StateEvent, StepEvent, Subscriber
-from core.freezing import FreezePlan, apply_plan, frozen_parts, trainable_parameters
+from core.freezing import FreezePlan, apply_plan, frozen_parts, partly_frozen_parts, trainable_parameters
 from core.locks import training_lock
 from core.metrics import accuracy, confusion_matrix, macro_f1
 from core.model import MultiTaskModel
@@ -444,6 +444,7 @@ class Trainer:
             "tasks": {task: {k: r[k] for k in ("accuracy", "macro_f1", "loss", "labels", "confusion")}
                       for task, r in self.last_eval.items()},
             "params": experiment.params, "frozen": frozen_parts(experiment.model),
+            "partly_frozen": partly_frozen_parts(experiment.model),
             "preset": experiment.config.freeze.preset,
             "train_examples": {task: len(data.train_texts) for task, data in experiment.tasks.items()},
             "weights": self.save_mode if status in ("finished", "stopped", "evaluated") else "none",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import changes
+from core import changes, parts as part_names
 from core.presets import plan_from_config
 from dashboard import charts
 from dashboard.freeze_panel import model_picture
@@ -18,7 +18,9 @@ def frozen_and_pooling(run, parts: list[str]) -> tuple[set[str], str]:
     summary = run.summary()
     try:
         config = run.config()
-        frozen = summary["frozen"] if "frozen" in summary else plan_from_config(config.freeze, parts).frozen
+        planned = plan_from_config(config.freeze, parts).frozen
+        frozen = planned if "frozen" not in summary else [  # a part frozen but for a kind: as its plan names it
+            *summary["frozen"], *(p for p in planned if part_names.split_kind(p)[0] in summary.get("partly_frozen", []))]
     except (OSError, ValueError):  # a config that cannot be read (or planned): the summary may still say
         return set(summary.get("frozen", [])), "mean"
     return set(frozen), config.pooling

@@ -11,6 +11,7 @@ import math
 import plotly.graph_objects as go
 
 from core import parts as part_names
+from core.freezing import FreezePlan
 from core.presets import PRESETS, preset_plan
 
 MAX_POINTS = 600  # per line: plenty for its shape; thousands would make every live refresh slow to draw
@@ -122,7 +123,9 @@ def change_heatmap(steps: list[int], history: dict[str, list[float]], frozen: se
     read exactly 0: a second, grey trace draws them and says "frozen" in the row label, a cell and the hover.
     Both traces span every row, blank (None) where the other draws: plotly.js fails to draw heatmaps that
     share a category axis with different rows."""
-    labels = [f"{part} (frozen)" if part in frozen else part for part in history]
+    plan = FreezePlan.of(frozen)
+    labels = [f"{part} (frozen)" if part in frozen else f"{part} (partly frozen)" if plan.trainable_kinds(part)
+              else part for part in history]
     moving = {part: part not in frozen for part in history}
     largest = max((v for part in history if moving[part] for v in history[part]), default=0.0) or 1.0
     ticks = colour_ticks(largest)

@@ -1,0 +1,33 @@
+"""The page on trainable budgets: a partly trainable part reads as such, and the readout's learning rates."""
+
+from __future__ import annotations
+
+from page_helpers import frozen_toggles, new_app, rerun_until, trainable
+from test_page import page_env  # noqa: F401  (the page's fixture: its runs folder, uploads and allowed folders)
+
+
+
+def readout_html(at) -> str:
+    return "".join(h.proto.body for h in at.get("html"))
+
+
+def test_bitfit_sets_the_toggles_and_the_kept_kind_and_reads_partly_trainable(page_env, tiny_bert):
+    from core.backbones import load_backbone
+    from core.freezing import apply_plan
+    from core.model import MultiTaskModel
+    from core.presets import preset_plan
+
+    at = rerun_until(new_app(tiny_bert), lambda at: len(at.metric) > 0)
+    at.button(key="preset:bitfit").click().run()
+    assert frozen_toggles(at) == {"embeddings", "layer.0", "layer.1", "layer.2"}
+    assert at.multiselect(key="frozen_keeps").value == ["bias"]
+    backbone, _ = load_backbone(tiny_bert, "mean")
+    model = MultiTaskModel(backbone, {"topic": list("abcd"), "sentiment": list("abc")}, "mean", 0.0)
+    assert trainable(at) == apply_plan(model, preset_plan("bitfit", list(model.parts())))["trainable"]
+    assert "partly trainable: biases" in readout_html(at)
+    assert any("Bit" in s.value for s in at.success)  # the preset still matches: its reasoning is shown
+    at.multiselect(key="frozen_keeps").set_value(["bias", "norm"]).run()
+    assert "partly trainable: biases and LayerNorms" in readout_html(at)
+    at.multiselect(key="frozen_keeps").set_value([]).run()
+    assert trainable(at) == 32 * 4 + 4 + 32 * 3 + 3  # scenario 2: only the heads
+    assert "partly trainable" not in readout_html(at)
