@@ -28,6 +28,7 @@ from core.changes import ChangeMap
 from core.data import DataError, TaskData, load_tasks, validation_fingerprint
 from core.events import ChangeEvent, EvalEvent, EventBus, ProgressEvent, StateEvent, StepEvent, Subscriber
 from core.freezing import FreezePlan, apply_plan, frozen_parts, partly_frozen_parts, trainable_parameters
+from core.layer_rates import part_rates
 from core.locks import training_lock
 from core.metrics import accuracy, confusion_matrix, macro_f1
 from core.model import MultiTaskModel
@@ -284,18 +285,23 @@ class Trainer:
         self.change_seconds += time.perf_counter() - began
 
     def make_optimizer(self) -> torch.optim.Optimizer:
-        """AdamW over trainable parameters only; heads get their own learning rate.
+        """AdamW over trainable parameters only, two groups per part (its ``part`` key) at the part's
+        learning rate (``core.layer_rates``; the heads' is ``head_learning_rate``).
 
         Biases and LayerNorm weights (every tensor with fewer than two dimensions) get no
         weight decay, as in the Hugging Face Trainer and nanoGPT: pulling a scale or an
         offset towards zero regularises nothing useful.
         """
-        heads = {id(p) for p in self.experiment.model.heads.parameters()}
-        groups = []
-        for lr, is_head in ((self.cfg.learning_rate, False), (self.cfg.head_learning_rate, True)):
-            params = [p for p in self.trainable if (id(p) in heads) == is_head]
-            groups += [{"params": [p for p in params if p.dim() >= 2], "lr": lr, "weight_decay": self.cfg.weight_decay},
-                       {"params": [p for p in params if p.dim() < 2], "lr": lr, "weight_decay": 0.0}]
+        cfg, model = self.cfg, self.experiment.model
+        rates = part_rates(list(model.parts()), cfg.learning_rate, cfg.head_learning_rate, 1.0)
+        optimized, groups = {id(p) for p in self.trainable}, []
+        for part, modules in model.parts().items():
+            params = list({id(p): p for m in modules for p in m.parameters() if id(p) in optimized}.values())
+            optimized -= {id(p) for p in params}  # a tensor reachable from two parts: in the first only
+            groups += [{"params": [p for p in params if p.dim() >= 2], "lr": rates[part], "part": part,
+                        "weight_decay": cfg.weight_decay},
+                       {"params": [p for p in params if p.dim() < 2], "lr": rates[part], "part": part,
+                        "weight_decay": 0.0}]
         return torch.optim.AdamW([g for g in groups if g["params"]])
 
     # -- training --------------------------------------------------------------------------
@@ -315,13 +321,18 @@ class Trainer:
                 self.train_examples += len(rows)
                 self.step += 1
                 fraction = epoch + (i + 1) / len(schedule)
-                lr = self.scheduler.get_last_lr()[0]
+                lr = self.scheduled_rate()
                 self.bus.emit(StepEvent(self.step, round(fraction, 4), task, loss, lr))
                 self.emit_progress(fraction)
                 if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < self.total_steps:
                     self.evaluate()
             if not cfg.eval_every and epoch < cfg.epochs - 1:
                 self.evaluate()
+
+    def scheduled_rate(self) -> float:
+        """``learning_rate`` (the top layer's) as the warm-up and decay schedule has scaled it now."""
+        group = self.optimizer.param_groups[0]
+        return self.cfg.learning_rate * group["lr"] / group["initial_lr"]
 
     def loss_weights(self) -> dict[str, float]:
         tasks = self.experiment.config.tasks
