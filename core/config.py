@@ -80,6 +80,9 @@ class TrainingConfig(_Strict):
     batch_size: int = Field(32, ge=1, le=1024)
     learning_rate: float = Field(5e-5, gt=0, le=1e-2, description="backbone learning rate")
     head_learning_rate: float = Field(1e-3, gt=0, le=1e-1, description="learning rate of the task heads")
+    layer_lr_decay: float = Field(1.0, description="layer-wise learning rates: the top layer learns at "
+                                  "learning_rate, each layer below at this times the rate above it, the embeddings "
+                                  "lowest; 1: one rate for the whole backbone")
     weight_decay: float = Field(0.01, ge=0, le=1)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     max_grad_norm: float = Field(1.0, gt=0)
@@ -97,6 +100,14 @@ class TrainingConfig(_Strict):
         "auto", description="weights kept: full (a whole backbone/ folder), changed (only the tensors training "
                             "could change, rebuilt on the base when loaded), none; auto: full for a single run, "
                             "changed for a sweep's members")
+
+
+    @field_validator("layer_lr_decay")
+    @classmethod
+    def _decay_in_range(cls, decay: float) -> float:
+        if not 0 < decay <= 1:
+            raise ValueError(f"must be in (0, 1] (1: one rate for the whole backbone), not {decay:g}")
+        return decay
 
 
 class ExperimentConfig(_Strict):

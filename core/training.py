@@ -293,7 +293,7 @@ class Trainer:
         offset towards zero regularises nothing useful.
         """
         cfg, model = self.cfg, self.experiment.model
-        rates = part_rates(list(model.parts()), cfg.learning_rate, cfg.head_learning_rate, 1.0)
+        rates = part_rates(list(model.parts()), cfg.learning_rate, cfg.head_learning_rate, cfg.layer_lr_decay)
         optimized, groups = {id(p) for p in self.trainable}, []
         for part, modules in model.parts().items():
             params = list({id(p): p for m in modules for p in m.parameters() if id(p) in optimized}.values())

@@ -11,6 +11,7 @@ import streamlit as st
 from core import parts as part_names
 from core.anatomy import head_kinds, head_parameters, outline, readout, remembered_description
 from core.freezing import FreezeError, FreezePlan
+from core.layer_rates import part_rates
 from core.presets import PRESETS, preset_plan
 from dashboard import resources
 from dashboard.charts import percent
@@ -216,11 +217,13 @@ def toggles_grid(parts: list[str]) -> None:
 
 def readout_panel(described: dict, frozen: set[str]) -> None:
     figures = readout(described["parts"], frozen, described["kinds"])
+    s = st.session_state
+    rates = part_rates(list(described["parts"]), s.learning_rate, s.head_learning_rate, s.layer_lr_decay)
     c1, c2 = st.columns([1, 2])
     c1.metric("Trainable parameters", f"{figures['trainable']:,}",
               f"{figures['percent']:.1f}% of {figures['total']:,}", delta_color="off")
     with c2:
-        st.html(parts_table(figures["by_part"]))
+        st.html(parts_table(figures["by_part"], rates))
 
 
 def state_words(figures: dict) -> str:
@@ -230,16 +233,17 @@ def state_words(figures: dict) -> str:
     return "frozen" if figures["state"] == "frozen" else "trainable"
 
 
-def parts_table(by_part: dict[str, dict]) -> str:
-    """Trainable and total parameters per part, as a small scrolling HTML table: a dataframe here
-    would load pandas and pyarrow (about 1.5 s) before the first page could be drawn."""
+def parts_table(by_part: dict[str, dict], rates: dict[str, float]) -> str:
+    """Trainable and total parameters per part, its state and its learning rate (core.layer_rates), as a
+    small scrolling HTML table: a dataframe here would load pandas and pyarrow (about 1.5 s) before the
+    first page could be drawn."""
     cell = 'style="padding:2px 10px;text-align:right"'
     rows = "".join(
         f'<tr><td style="padding:2px 10px">{html.escape(name)}</td><td {cell}>{v["trainable"]:,}</td>'
-        f'<td {cell}>{v["total"]:,}</td><td style="padding:2px 10px">{html.escape(state_words(v))}'
-        f"</td></tr>" for name, v in by_part.items())
+        f'<td {cell}>{v["total"]:,}</td><td style="padding:2px 10px">{html.escape(state_words(v))}</td>'
+        f'<td {cell}>{rates[name]:.2e}</td></tr>' for name, v in by_part.items())
     head = "".join(f'<th style="padding:2px 10px;text-align:left">{h}</th>'
-                   for h in ("part", "trainable", "total", "state"))
+                   for h in ("part", "trainable", "total", "state", "learning rate"))
     return (f'<div style="max-height:180px;overflow-y:auto;font:13px sans-serif"><table style="border-collapse:'
             f'collapse;width:100%"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>')
 

@@ -31,3 +31,21 @@ def test_bitfit_sets_the_toggles_and_the_kept_kind_and_reads_partly_trainable(pa
     at.multiselect(key="frozen_keeps").set_value([]).run()
     assert trainable(at) == 32 * 4 + 4 + 32 * 3 + 3  # scenario 2: only the heads
     assert "partly trainable" not in readout_html(at)
+
+
+def test_the_readout_shows_each_parts_learning_rate_and_the_setting_reaches_the_config(page_env, tiny_bert):
+    import yaml
+
+    at = rerun_until(new_app(tiny_bert), lambda at: len(at.metric) > 0)
+    assert at.number_input(key="layer_lr_decay").value == 1.0
+    assert readout_html(at).count("5.00e-05") == 4  # no decay: embeddings and the three layers alike
+    at.number_input(key="layer_lr_decay").set_value(0.5).run()
+    rows = {row.split("</td>")[0].rsplit(">", 1)[-1]: row for row in readout_html(at).split("<tr>")[1:]}
+    for part, rate in (("layer.2", "5.00e-05"), ("layer.1", "2.50e-05"), ("layer.0", "1.25e-05"),
+                       ("embeddings", "6.25e-06"), ("head.topic", "1.00e-03")):
+        assert f">{rate}</td>" in rows[part], part
+    at.button(key="preset:scenario1").click().run()  # evaluates only: quick
+    at.button(key="train").click().run()
+    at = rerun_until(at, lambda a: any("evaluated" in s.value for s in a.success))
+    run = next(p for p in (page_env / "runs").iterdir() if (p / "config.yaml").exists())
+    assert yaml.safe_load((run / "config.yaml").read_text())["training"]["layer_lr_decay"] == 0.5
