@@ -57,6 +57,16 @@ class TaskConfig(_Strict):
         return name
 
 
+class ScheduleConfig(_Strict):
+    """A freeze plan that changes while the run trains (core.schedules)."""
+
+    kind: Literal["gradual_unfreeze", "progressive_freeze"] = Field(
+        description="gradual_unfreeze: unfreeze the highest frozen layer; progressive_freeze: freeze the lowest "
+                    "trainable layer (the embeddings count as the lowest layer)")
+    every: int = Field(1, ge=1, description="how often the plan changes, in units")
+    unit: Literal["epoch", "step"] = "epoch"
+
+
 class FreezeConfig(_Strict):
     """What is frozen: a preset, explicit part names, or both (their union)."""
 
@@ -65,6 +75,7 @@ class FreezeConfig(_Strict):
     head: str | None = Field(None, description="scenario3: which task head to freeze")
     parts: list[str] = Field(default_factory=list, description="parts to freeze; <part>:<kind> (layer.3:bias, "
                                                                 "layer.3:norm) freezes all of the part but that kind")
+    schedule: ScheduleConfig | None = Field(None, description="change the plan while training; none: fixed")
 
     @model_validator(mode="after")
     def _preset_arguments(self) -> "FreezeConfig":

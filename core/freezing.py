@@ -174,6 +174,16 @@ def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
+def trainable_under(model, plans: list[FreezePlan]) -> list[nn.Parameter]:
+    """The parameters that train under any of ``plans``, in model order; the model is left as the first
+    plan sets it (it is applied last)."""
+    trains: set[int] = set()
+    for plan in [*plans[1:], *plans[:1]]:
+        apply_plan(model, plan)
+        trains |= {id(p) for p in model.parameters() if p.requires_grad}
+    return [p for p in model.parameters() if id(p) in trains]
+
+
 def frozen_prefix_depth(plan: FreezePlan, n_layers: int) -> int:
     """How many layers form a frozen prefix together with the embeddings (-1: embeddings trainable).
 

@@ -19,8 +19,9 @@ def frozen_and_pooling(run, parts: list[str]) -> tuple[set[str], str]:
     try:
         config = run.config()
         planned = plan_from_config(config.freeze, parts).frozen
-        frozen = planned if "frozen" not in summary else [  # a part frozen but for a kind: as its plan names it
-            *summary["frozen"], *(p for p in planned if part_names.split_kind(p)[0] in summary.get("partly_frozen", []))]
+        partly = summary.get("partly_frozen", [])  # a part frozen but for a kind: named as its plan names it
+        frozen = planned if "frozen" not in summary else [
+            *summary["frozen"], *(p for p in planned if part_names.split_kind(p)[0] in partly)]
     except (OSError, ValueError):  # a config that cannot be read (or planned): the summary may still say
         return set(summary.get("frozen", [])), "mean"
     return set(frozen), config.pooling
@@ -39,5 +40,7 @@ def change_section(run, events: list, key: str) -> None:
         return
     _, grad_norms = changes.history(events, "grad_norm")
     frozen, pooling = frozen_and_pooling(run, list(moved))
+    for plan in (e for e in events if e.kind == "plan"):  # a freeze schedule: frozen means frozen all along
+        frozen &= set(plan.frozen)
     st.html(model_picture(list(moved), frozen, pooling, {part: values[-1] for part, values in moved.items()}))
-    st.plotly_chart(charts.change_heatmap(steps, moved, frozen, grad_norms), key=key)
+    st.plotly_chart(charts.change_heatmap(steps, moved, frozen, grad_norms, charts.plan_marks(events)), key=key)

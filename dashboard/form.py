@@ -13,7 +13,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.config import ConfigError, TaskConfig, TrainingConfig, parse_config
+from core.config import ConfigError, ScheduleConfig, TaskConfig, TrainingConfig, parse_config
 from dashboard import access, resources
 from dashboard.settings import TASKS, check_local_path, names_local_path, resolve_allowed, uploads_dir
 
@@ -26,11 +26,14 @@ def trains_backbone_key(task: str) -> str:
 
 
 DEMO, OWN = "Built-in demo data", "My own data"
+NO_SCHEDULE = "fixed"  # the schedule selector's "no freeze.schedule"
 DEFAULTS = {"backbone": "minilm", "pooling": "mean", "warm_start": "pretrained", "data_mode": DEMO,
             **{f"use:{t}": True for t in TASKS}, **{f"source_kind:{t}": "Upload a file" for t in TASKS},
             **{trains_backbone_key(t): TaskConfig.model_fields["trains_backbone"].default for t in TASKS},
             "epochs": 2, "batch_size": 32, "learning_rate": 5e-5, "head_learning_rate": 1e-3, "max_length": 64,
             "layer_lr_decay": TrainingConfig.model_fields["layer_lr_decay"].default,
+            "schedule_kind": NO_SCHEDULE, "schedule_every": ScheduleConfig.model_fields["every"].default,
+            "schedule_unit": ScheduleConfig.model_fields["unit"].default,
             "seed": 0, "eval_every": 25, "cache_frozen_prefix": True, "sweep_kind": "freeze depth", "sweep_seeds": 2,
             "sweep_presets": ["none", "top_quarter", "scenario2"]}
 HELP = {name: TrainingConfig.model_fields[name].description for name in TrainingConfig.model_fields}
@@ -363,6 +366,14 @@ def device_caption() -> None:
 
 # ---- the config ------------------------------------------------------------------------------
 
+def schedule_config() -> dict | None:
+    """freeze.schedule from the Freeze step's schedule controls; None: the plan stays fixed."""
+    s = st.session_state
+    if s.schedule_kind == NO_SCHEDULE:
+        return None
+    return {"kind": s.schedule_kind, "every": int(s.schedule_every), "unit": s.schedule_unit}
+
+
 def current_config(frozen: list[str], preset: dict | None):
     """The ExperimentConfig the inputs describe; raises ConfigError with one line."""
     s = st.session_state
@@ -372,7 +383,7 @@ def current_config(frozen: list[str], preset: dict | None):
         raise ConfigError(str(error)) from None
     data = {
         "backbone": backbone, "pooling": s.pooling,
-        "freeze": {**(preset or {}), "parts": frozen},
+        "freeze": {**(preset or {}), "parts": frozen, "schedule": schedule_config()},
         "training": {k: s[k] for k in ("epochs", "batch_size", "learning_rate", "head_learning_rate", "layer_lr_decay",
                                        "max_length", "seed", "eval_every", "cache_frozen_prefix")},
     }

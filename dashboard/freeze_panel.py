@@ -13,9 +13,10 @@ from core.anatomy import head_kinds, head_parameters, outline, readout, remember
 from core.freezing import FreezeError, FreezePlan
 from core.layer_rates import part_rates
 from core.presets import PRESETS, preset_plan
+from core.schedules import next_plan, nothing_to_change
 from dashboard import resources
 from dashboard.charts import percent
-from dashboard.form import selected_backbone, trains_backbone_key
+from dashboard.form import NO_SCHEDULE, selected_backbone, trains_backbone_key
 
 FROZEN_COLOR, PARTLY_COLOR, TRAINABLE_COLOR = "#9db4d6", "#e3c77b", "#f7a35c"
 KEEPS_KEY = "frozen_keeps"  # the kinds (core.parts.KINDS) that frozen parts keep training
@@ -102,6 +103,9 @@ def freeze_section(labels: dict[str, list[str]]) -> tuple[list[str], dict | None
     presets_row(parts, tasks)
     toggles_grid(parts)
     frozen = frozen_now(parts)
+    kind = st.session_state.schedule_kind
+    if kind != NO_SCHEDULE and next_plan(kind, FreezePlan.of(frozen), parts) is None:
+        st.error(nothing_to_change(kind))  # training would refuse it too (core.schedules.plan_changes)
     if described:
         readout_panel(described, set(frozen))
     else:
@@ -208,11 +212,18 @@ def toggles_grid(parts: list[str]) -> None:
         column.checkbox("its loss trains the backbone", key=trains_backbone_key(part_names.head_task(part)),
                         help="Off: this task's loss updates only its own head (nothing, if the head is frozen); "
                              "its data is still evaluated. Config: tasks.<task>.trains_backbone.")
+    keeps, kind, every, unit = st.columns([3, 2, 1, 1])
     st.session_state.setdefault(KEEPS_KEY, [])
-    st.multiselect("Frozen parts still train their", list(part_names.KINDS), key=KEEPS_KEY,
-                   format_func=part_names.KINDS.get,
-                   help="Freeze by kind of tensor: a frozen part keeps training these (BitFit keeps the biases). "
-                        "Config: freeze.parts with <part>:<kind>, e.g. layer.3:bias.")
+    keeps.multiselect("Frozen parts still train their", list(part_names.KINDS), key=KEEPS_KEY,
+                      format_func=part_names.KINDS.get,
+                      help="Freeze by kind of tensor: a frozen part keeps training these (BitFit keeps the biases). "
+                           "Config: freeze.parts with <part>:<kind>, e.g. layer.3:bias.")
+    kind.selectbox("Plan over time", [NO_SCHEDULE, "gradual_unfreeze", "progressive_freeze"], key="schedule_kind",
+                   help="gradual_unfreeze (ULMFiT): unfreeze the highest frozen layer every N units. "
+                        "progressive_freeze: freeze the lowest trainable layer every N units. Config: freeze.schedule.")
+    fixed = st.session_state.schedule_kind == NO_SCHEDULE
+    every.number_input("every", 1, 100_000, key="schedule_every", disabled=fixed)
+    unit.selectbox("unit", ["epoch", "step"], key="schedule_unit", disabled=fixed)
 
 
 def readout_panel(described: dict, frozen: set[str]) -> None:

@@ -49,3 +49,24 @@ def test_the_readout_shows_each_parts_learning_rate_and_the_setting_reaches_the_
     at = rerun_until(at, lambda a: any("evaluated" in s.value for s in a.success))
     run = next(p for p in (page_env / "runs").iterdir() if (p / "config.yaml").exists())
     assert yaml.safe_load((run / "config.yaml").read_text())["training"]["layer_lr_decay"] == 0.5
+
+
+def test_a_schedule_on_the_page_is_checked_at_once_and_reaches_the_config(page_env, tiny_bert):
+    import yaml
+
+    at = rerun_until(new_app(tiny_bert), lambda at: len(at.metric) > 0)
+    at.selectbox(key="schedule_kind").set_value("gradual_unfreeze").run()
+    assert any("gradual_unfreeze has nothing to unfreeze" in e.value for e in at.error)  # nothing is frozen
+    at.button(key="preset:scenario1").click().run()  # everything frozen: evaluates... until a layer unfreezes
+    assert not any("nothing to unfreeze" in e.value for e in at.error)
+    at.selectbox(key="schedule_unit").set_value("step").run()
+    at.number_input(key="schedule_every").set_value(5).run()
+    at.button(key="train").click().run()
+
+    def stored(_) -> list:
+        runs = page_env / "runs"
+        return [p / "config.yaml" for p in runs.iterdir() if (p / "config.yaml").exists()] if runs.exists() else []
+
+    config = stored(rerun_until(at, stored))[0]  # the run's record exists: the page fixture stops it
+    schedule = yaml.safe_load(config.read_text())["freeze"]["schedule"]
+    assert schedule == {"kind": "gradual_unfreeze", "every": 5, "unit": "step"}
