@@ -14,10 +14,13 @@ from core.model import MultiTaskModel
 from core.runs import CHANGED_TENSORS, Run, RunError, RunStore, atomic_write_json
 
 
-def save_weights(model: MultiTaskModel, tokenizer, run: Run, mode: str = "full", source: dict | None = None) -> None:
+def save_weights(model: MultiTaskModel, tokenizer, run: Run, mode: str = "full", source: dict | None = None,
+                 trained: set[str] | None = None) -> None:
     """The heads always go to ``heads.safetensors``. ``full``: ``backbone/`` loads with
     ``AutoModel.from_pretrained``. ``changed``: only the tensors training could change, in ``changed/``,
-    with where the rest came from (``source``) and a hash of each reused tensor. ``none``: no backbone."""
+    with where the rest came from (``source``) and a hash of each reused tensor. ``none``: no backbone.
+    ``trained``: the backbone tensors (by name) that trained at some point, when a freeze schedule changed
+    the plan; otherwise those trainable now."""
     if mode == "full":
         staging = run.path / ".backbone.tmp"
         shutil.rmtree(staging, ignore_errors=True)
@@ -26,7 +29,7 @@ def save_weights(model: MultiTaskModel, tokenizer, run: Run, mode: str = "full",
         shutil.rmtree(run.backbone_dir, ignore_errors=True)
         staging.rename(run.backbone_dir)
     elif mode == "changed":
-        save_changed(model.backbone, tokenizer, run, source or {})
+        save_changed(model.backbone, tokenizer, run, source or {}, trained)
     state = {k: v.detach().float().cpu().contiguous() for k, v in model.head_state().items()}
     tmp = run.path / ".heads.tmp"
     save_file(state, str(tmp))
@@ -41,10 +44,11 @@ def tensor_digest(tensor: torch.Tensor) -> str:
     return digest.hexdigest()[:32]
 
 
-def save_changed(backbone, tokenizer, run: Run, source: dict) -> None:
-    """``changed/``: the trainable tensors, the config and tokenizer, and ``base.json`` (the base's source and
-    a hash of every tensor reused from it), written whole or not at all."""
-    trainable = {name for name, p in backbone.named_parameters() if p.requires_grad}
+def save_changed(backbone, tokenizer, run: Run, source: dict, trained: set[str] | None = None) -> None:
+    """``changed/``: the trainable tensors (or the ``trained`` ones), the config and tokenizer, and ``base.json``
+    (the base's source and a hash of every tensor reused from it), written whole or not at all."""
+    trainable = trained if trained is not None else {name for name, p in backbone.named_parameters()
+                                                     if p.requires_grad}
     state = backbone.state_dict()
     staging = run.path / ".changed.tmp"
     shutil.rmtree(staging, ignore_errors=True)

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-PRESET_NAMES = ("none", "scenario1", "scenario2", "scenario3", "lower_k", "top_quarter")
+PRESET_NAMES = ("none", "scenario1", "scenario2", "scenario3", "lower_k", "top_quarter", "bitfit", "norms_only")
 
 
 class ConfigError(ValueError):
@@ -57,13 +57,25 @@ class TaskConfig(_Strict):
         return name
 
 
+class ScheduleConfig(_Strict):
+    """A freeze plan that changes while the run trains (core.schedules)."""
+
+    kind: Literal["gradual_unfreeze", "progressive_freeze"] = Field(
+        description="gradual_unfreeze: unfreeze the highest frozen layer; progressive_freeze: freeze the lowest "
+                    "trainable layer (the embeddings count as the lowest layer)")
+    every: int = Field(1, ge=1, description="how often the plan changes, in units")
+    unit: Literal["epoch", "step"] = "epoch"
+
+
 class FreezeConfig(_Strict):
     """What is frozen: a preset, explicit part names, or both (their union)."""
 
     preset: Literal[PRESET_NAMES] | None = None  # type: ignore[valid-type]
     k: int | None = Field(None, ge=0, description="lower_k: how many lower layers to freeze")
     head: str | None = Field(None, description="scenario3: which task head to freeze")
-    parts: list[str] = Field(default_factory=list)
+    parts: list[str] = Field(default_factory=list, description="parts to freeze; <part>:<kind> (layer.3:bias, "
+                                                                "layer.3:norm) freezes all of the part but that kind")
+    schedule: ScheduleConfig | None = Field(None, description="change the plan while training; none: fixed")
 
     @model_validator(mode="after")
     def _preset_arguments(self) -> "FreezeConfig":
@@ -79,6 +91,9 @@ class TrainingConfig(_Strict):
     batch_size: int = Field(32, ge=1, le=1024)
     learning_rate: float = Field(5e-5, gt=0, le=1e-2, description="backbone learning rate")
     head_learning_rate: float = Field(1e-3, gt=0, le=1e-1, description="learning rate of the task heads")
+    layer_lr_decay: float = Field(1.0, description="layer-wise learning rates: the top layer learns at "
+                                  "learning_rate, each layer below at this times the rate above it, the embeddings "
+                                  "lowest; 1: one rate for the whole backbone")
     weight_decay: float = Field(0.01, ge=0, le=1)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     max_grad_norm: float = Field(1.0, gt=0)
@@ -96,6 +111,14 @@ class TrainingConfig(_Strict):
         "auto", description="weights kept: full (a whole backbone/ folder), changed (only the tensors training "
                             "could change, rebuilt on the base when loaded), none; auto: full for a single run, "
                             "changed for a sweep's members")
+
+
+    @field_validator("layer_lr_decay")
+    @classmethod
+    def _decay_in_range(cls, decay: float) -> float:
+        if not 0 < decay <= 1:
+            raise ValueError(f"must be in (0, 1] (1: one rate for the whole backbone), not {decay:g}")
+        return decay
 
 
 class ExperimentConfig(_Strict):

@@ -26,13 +26,16 @@ from core.cache import FrozenPrefixCache, SharedPrefix
 from core.config import ExperimentConfig
 from core.changes import ChangeMap
 from core.data import DataError, TaskData, load_tasks, validation_fingerprint
-from core.events import ChangeEvent, EvalEvent, EventBus, ProgressEvent, StateEvent, StepEvent, Subscriber
-from core.freezing import FreezePlan, apply_plan, frozen_parts, trainable_parameters
+from core.events import ChangeEvent, EvalEvent, EventBus, PlanEvent, ProgressEvent, StateEvent, StepEvent, Subscriber
+from core.freezing import (FreezePlan, apply_plan, frozen_parts, partly_frozen_parts, trainable_parameters,
+                           trainable_under)
+from core.layer_rates import part_rates
 from core.locks import training_lock
 from core.metrics import accuracy, confusion_matrix, macro_f1
 from core.model import MultiTaskModel
 from core.presets import plan_from_config
 from core.runs import Run, RunStore, atomic_write_json
+from core.schedules import plan_changes
 
 OOM_HINT = "out of memory: try a smaller batch size or max length"
 
@@ -56,10 +59,11 @@ class Experiment:
     warm_start: str | None = None
     notes: list[str] = field(default_factory=list)
     shared_prefix: SharedPrefix | None = None  # a sweep's pristine layer inputs, used when the key matches
+    plan_changes: list[tuple[int, FreezePlan]] = field(default_factory=list)  # freeze.schedule's, (step, plan)
 
     @property
     def trains(self) -> bool:
-        return self.params["trainable"] > 0
+        return self.params["trainable"] > 0 or bool(self.plan_changes)  # a schedule may unfreeze a frozen model
 
 
 def build_model(config: ExperimentConfig, tasks: dict[str, TaskData], store: RunStore):
@@ -114,8 +118,13 @@ def prepare(config: ExperimentConfig, runs_dir: str | Path = "runs",
     model, tokenizer, warm = build_model(config, tasks, RunStore(runs_dir))
     plan = plan_from_config(config.freeze, list(model.parts()))
     params = apply_plan(model, plan)
+    per_epoch = steps_per_epoch({name: task.train_texts for name, task in tasks.items()},
+                                config.training.batch_size, config.training.task_sampling)
+    changes = plan_changes(config.freeze.schedule, plan, list(model.parts()), per_epoch,
+                           per_epoch * config.training.epochs)
     notes = list(dict.fromkeys(note for task in tasks.values() for note in task.notes))  # two tasks, one file
-    return Experiment(config, tasks, model, tokenizer, plan, params, device, precision, warm, notes)
+    return Experiment(config, tasks, model, tokenizer, plan, params, device, precision, warm, notes,
+                      plan_changes=changes)
 
 
 def run_experiment(config: ExperimentConfig, runs_dir: str | Path = "runs",
@@ -192,7 +201,11 @@ class Trainer:
         self.experiment, self.run_folder, self.bus, self.stop = experiment, run, bus, stop
         self.cfg = experiment.config.training
         self.model = experiment.model  # after setup: the model as Accelerate prepared it (same parameters)
-        self.trainable = trainable_parameters(experiment.model)  # fixed for the run: computed once
+        self.trainable = trainable_parameters(experiment.model)  # changes only with a freeze schedule's plan
+        self.plan_changes = dict(experiment.plan_changes)  # step -> the plan from then on
+        # every parameter that trains under some plan of the run: the optimizer holds these from the start
+        self.optimized = (trainable_under(experiment.model, [experiment.plan, *self.plan_changes.values()])
+                          if self.plan_changes else list(self.trainable))
         # set by setup():
         self.accelerator = None
         self.device: torch.device | None = None
@@ -205,6 +218,8 @@ class Trainer:
         self.scheduler = None
         self.changes: ChangeMap | None = None  # the starting weights, for the change map
         self.last_change: dict = {}  # the change map's latest record, stored in the summary
+        self.last_change_step = -1  # the step of that record
+        self.plans_applied: list[dict] = []  # each change a freeze schedule made: step, frozen, trainable
         self.change_seconds = 0.0  # what recording the change map cost (bench/speed.py reports it)
         self.step = 0
         self.train_seconds = 0.0
@@ -243,7 +258,8 @@ class Trainer:
             try:
                 model = self.model_for_saving()
                 checkpoints.save_weights(model, self.experiment.tokenizer, self.run_folder, self.save_mode,
-                                         checkpoints.base_source(self.experiment.config, model.backbone))
+                                         checkpoints.base_source(self.experiment.config, model.backbone),
+                                         self.trained_backbone_tensors())
             except OSError as error:  # e.g. the disk filled up: keep the record, say why there are no weights
                 status, message = "failed", f"could not save the weights: {error.strerror or error}"
         self.close_cache()
@@ -284,18 +300,24 @@ class Trainer:
         self.change_seconds += time.perf_counter() - began
 
     def make_optimizer(self) -> torch.optim.Optimizer:
-        """AdamW over trainable parameters only; heads get their own learning rate.
+        """AdamW over the parameters that train at some point of the run (``self.optimized``), two groups per
+        part (its ``part`` key) at the part's learning rate (``core.layer_rates``; the heads' is
+        ``head_learning_rate``). A parameter frozen now has no gradient, and AdamW skips it (``change_plan``).
 
         Biases and LayerNorm weights (every tensor with fewer than two dimensions) get no
         weight decay, as in the Hugging Face Trainer and nanoGPT: pulling a scale or an
         offset towards zero regularises nothing useful.
         """
-        heads = {id(p) for p in self.experiment.model.heads.parameters()}
-        groups = []
-        for lr, is_head in ((self.cfg.learning_rate, False), (self.cfg.head_learning_rate, True)):
-            params = [p for p in self.trainable if (id(p) in heads) == is_head]
-            groups += [{"params": [p for p in params if p.dim() >= 2], "lr": lr, "weight_decay": self.cfg.weight_decay},
-                       {"params": [p for p in params if p.dim() < 2], "lr": lr, "weight_decay": 0.0}]
+        cfg, model = self.cfg, self.experiment.model
+        rates = part_rates(list(model.parts()), cfg.learning_rate, cfg.head_learning_rate, cfg.layer_lr_decay)
+        optimized, groups = {id(p) for p in self.optimized}, []
+        for part, modules in model.parts().items():
+            params = list({id(p): p for m in modules for p in m.parameters() if id(p) in optimized}.values())
+            optimized -= {id(p) for p in params}  # a tensor reachable from two parts: in the first only
+            groups += [{"params": [p for p in params if p.dim() >= 2], "lr": rates[part], "part": part,
+                        "weight_decay": cfg.weight_decay},
+                       {"params": [p for p in params if p.dim() < 2], "lr": rates[part], "part": part,
+                        "weight_decay": 0.0}]
         return torch.optim.AdamW([g for g in groups if g["params"]])
 
     # -- training --------------------------------------------------------------------------
@@ -303,25 +325,50 @@ class Trainer:
         cfg = self.cfg
         rng = random.Random(cfg.seed)
         weights = self.loss_weights()
+        if self.plan_changes:  # the plan a freeze schedule starts from, then each change
+            self.bus.emit(PlanEvent(0, list(self.experiment.plan.frozen)))
         for epoch in range(cfg.epochs):
             self.prefix_cache.revalidate()  # rebuilds only if the frozen prefix changed
             schedule = epoch_schedule(self.train_splits, cfg.batch_size, rng, cfg.length_bucketing,
                                       cfg.task_sampling)
             for i, (task, rows) in enumerate(schedule):
                 self.check_stop()
+                if self.step in self.plan_changes:
+                    self.change_plan(self.plan_changes[self.step])
                 began = time.perf_counter()
                 loss = self.train_step(task, rows, weights[task])
                 self.train_seconds += time.perf_counter() - began
                 self.train_examples += len(rows)
                 self.step += 1
                 fraction = epoch + (i + 1) / len(schedule)
-                lr = self.scheduler.get_last_lr()[0]
+                lr = self.scheduled_rate()
                 self.bus.emit(StepEvent(self.step, round(fraction, 4), task, loss, lr))
                 self.emit_progress(fraction)
                 if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < self.total_steps:
                     self.evaluate()
             if not cfg.eval_every and epoch < cfg.epochs - 1:
                 self.evaluate()
+
+    def change_plan(self, plan: FreezePlan) -> None:
+        """Apply the freeze schedule's next plan between two steps (Lightning #8720 and transformers #20029
+        broke here). The optimizer has held every parameter of the run from the start, so nothing is added:
+        a parameter that joins has never had a gradient (a schedule only unfreezes, or only freezes), so its
+        first AdamW step starts from fresh state, at the rate the learning-rate schedule sets for every group
+        at every step. One that leaves has no gradient from now on (``train_step`` clears them to None), and
+        ``torch.optim.AdamW`` skips a parameter without one: neither momentum nor weight decay moves it.
+        The change map records the mark first; the frozen prefix's cache is rebuilt if the prefix changed."""
+        if self.last_change_step != self.step:
+            self.record_change()
+        counts = apply_plan(self.experiment.model, plan)
+        self.plans_applied.append({"step": self.step, "frozen": list(plan.frozen), "trainable": counts["trainable"]})
+        self.trainable = trainable_parameters(self.experiment.model)
+        self.prefix_cache.revalidate()
+        self.bus.emit(PlanEvent(self.step, list(plan.frozen)))
+
+    def scheduled_rate(self) -> float:
+        """``learning_rate`` (the top layer's) as the warm-up and decay schedule has scaled it now."""
+        group = self.optimizer.param_groups[0]
+        return self.cfg.learning_rate * group["lr"] / group["initial_lr"]
 
     def loss_weights(self) -> dict[str, float]:
         tasks = self.experiment.config.tasks
@@ -379,6 +426,7 @@ class Trainer:
     def record_change(self) -> None:
         began = time.perf_counter()
         self.last_change = self.changes.record()
+        self.last_change_step = self.step
         self.change_seconds += time.perf_counter() - began
         self.bus.emit(ChangeEvent(self.step, self.last_change))
 
@@ -430,6 +478,14 @@ class Trainer:
     def model_for_saving(self) -> MultiTaskModel:
         return self.accelerator.unwrap_model(self.model) if self.accelerator is not None else self.experiment.model
 
+    def trained_backbone_tensors(self) -> set[str] | None:
+        """With a freeze schedule, the backbone tensors that trained at some point (a progressively frozen
+        layer moved before it froze); None otherwise: the trainable ones are those."""
+        if not self.plan_changes:
+            return None
+        optimized = {id(p) for p in self.optimized}
+        return {name for name, p in self.experiment.model.backbone.named_parameters() if id(p) in optimized}
+
     @property
     def save_mode(self) -> str:
         """training.save, with auto meaning a whole backbone folder (a sweep asks for changed itself)."""
@@ -444,6 +500,7 @@ class Trainer:
             "tasks": {task: {k: r[k] for k in ("accuracy", "macro_f1", "loss", "labels", "confusion")}
                       for task, r in self.last_eval.items()},
             "params": experiment.params, "frozen": frozen_parts(experiment.model),
+            "partly_frozen": partly_frozen_parts(experiment.model), "plan_changes": self.plans_applied,
             "preset": experiment.config.freeze.preset,
             "train_examples": {task: len(data.train_texts) for task, data in experiment.tasks.items()},
             "weights": self.save_mode if status in ("finished", "stopped", "evaluated") else "none",

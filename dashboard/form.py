@@ -13,7 +13,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.config import ConfigError, TaskConfig, TrainingConfig, parse_config
+from core.config import ConfigError, ScheduleConfig, TaskConfig, TrainingConfig, parse_config
 from dashboard import access, resources
 from dashboard.settings import TASKS, check_local_path, names_local_path, resolve_allowed, uploads_dir
 
@@ -26,10 +26,14 @@ def trains_backbone_key(task: str) -> str:
 
 
 DEMO, OWN = "Built-in demo data", "My own data"
+NO_SCHEDULE = "fixed"  # the schedule selector's "no freeze.schedule"
 DEFAULTS = {"backbone": "minilm", "pooling": "mean", "warm_start": "pretrained", "data_mode": DEMO,
             **{f"use:{t}": True for t in TASKS}, **{f"source_kind:{t}": "Upload a file" for t in TASKS},
             **{trains_backbone_key(t): TaskConfig.model_fields["trains_backbone"].default for t in TASKS},
             "epochs": 2, "batch_size": 32, "learning_rate": 5e-5, "head_learning_rate": 1e-3, "max_length": 64,
+            "layer_lr_decay": TrainingConfig.model_fields["layer_lr_decay"].default,
+            "schedule_kind": NO_SCHEDULE, "schedule_every": ScheduleConfig.model_fields["every"].default,
+            "schedule_unit": ScheduleConfig.model_fields["unit"].default,
             "seed": 0, "eval_every": 25, "cache_frozen_prefix": True, "sweep_kind": "freeze depth", "sweep_seeds": 2,
             "sweep_presets": ["none", "top_quarter", "scenario2"]}
 HELP = {name: TrainingConfig.model_fields[name].description for name in TrainingConfig.model_fields}
@@ -326,13 +330,15 @@ def train_counts() -> dict[str, int]:
 
 def settings_section() -> None:
     st.subheader("4. Settings")
-    c = st.columns(4)
+    c = st.columns(5)
     c[0].number_input("Epochs", 1, 100, key="epochs", help="Passes over the training data.")
     c[1].number_input("Batch size", 1, 1024, key="batch_size", help="Sentences per training step.")
     c[2].number_input("Learning rate (backbone)", 1e-7, 1e-2, key="learning_rate", format="%.1e", step=1e-5,
                       help=HELP["learning_rate"])
     c[3].number_input("Learning rate (heads)", 1e-6, 1e-1, key="head_learning_rate", format="%.1e", step=1e-4,
                       help="Heads start from scratch, so they learn with a larger rate.")
+    c[4].number_input("Layer-wise LR decay", 0.01, 1.0, key="layer_lr_decay", format="%.2f", step=0.05,
+                      help=HELP["layer_lr_decay"] + ". The Freeze step's table shows each part's rate.")
     c = st.columns(4)
     c[0].number_input("Max length (tokens)", 8, 512, key="max_length", help="Longer sentences are cut.")
     c[1].number_input("Seed", 0, 2**31 - 1, key="seed", help="Same seed, same config: same run.")
@@ -360,6 +366,14 @@ def device_caption() -> None:
 
 # ---- the config ------------------------------------------------------------------------------
 
+def schedule_config() -> dict | None:
+    """freeze.schedule from the Freeze step's schedule controls; None: the plan stays fixed."""
+    s = st.session_state
+    if s.schedule_kind == NO_SCHEDULE:
+        return None
+    return {"kind": s.schedule_kind, "every": int(s.schedule_every), "unit": s.schedule_unit}
+
+
 def current_config(frozen: list[str], preset: dict | None):
     """The ExperimentConfig the inputs describe; raises ConfigError with one line."""
     s = st.session_state
@@ -369,8 +383,8 @@ def current_config(frozen: list[str], preset: dict | None):
         raise ConfigError(str(error)) from None
     data = {
         "backbone": backbone, "pooling": s.pooling,
-        "freeze": {**(preset or {}), "parts": frozen},
-        "training": {k: s[k] for k in ("epochs", "batch_size", "learning_rate", "head_learning_rate",
+        "freeze": {**(preset or {}), "parts": frozen, "schedule": schedule_config()},
+        "training": {k: s[k] for k in ("epochs", "batch_size", "learning_rate", "head_learning_rate", "layer_lr_decay",
                                        "max_length", "seed", "eval_every", "cache_frozen_prefix")},
     }
     if s.warm_start != "pretrained":

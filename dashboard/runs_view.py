@@ -383,7 +383,8 @@ def difference_rows(runs) -> list[dict]:
         "examples/s": lambda s, c: s.get("examples_per_second"),
         "status": lambda s, c: s.get("status"),
         **{f"training.{k}": (lambda k: lambda s, c: c.get("training", {}).get(k))(k)
-           for k in ("epochs", "batch_size", "learning_rate", "head_learning_rate", "max_length", "seed")},
+           for k in ("epochs", "batch_size", "learning_rate", "head_learning_rate", "layer_lr_decay", "max_length",
+                     "seed")},
         "backbone": lambda s, c: c.get("backbone"),
         "init_from": lambda s, c: c.get("init_from"),
     }.items():

@@ -33,7 +33,8 @@ def test_presets_build_the_documented_plans(model):
     assert preset_plan("lower_k", names, k=1).frozen == ("embeddings", "layer.0")
     assert preset_plan("lower_k", names, k=0).frozen == ("embeddings",)
     assert preset_plan("top_quarter", names).frozen == ("embeddings", "layer.0", "layer.1")
-    assert set(PRESETS) == {"none", "scenario1", "scenario2", "scenario3", "lower_k", "top_quarter"}
+    assert set(PRESETS) == {"none", "scenario1", "scenario2", "scenario3", "lower_k", "top_quarter", "bitfit",
+                            "norms_only"}
 
 
 def test_top_quarter_keeps_a_quarter_of_the_layers():
@@ -243,7 +244,8 @@ def test_preset_errors_say_exactly_what_is_allowed():
         "scenario3 needs one of the heads topic, sentiment, not 'style'")
     assert freeze_error(preset_plan, "scenario3", PARTS) == "scenario3 needs one of the heads topic, sentiment, not None"
     assert freeze_error(preset_plan, "Scenario1", PARTS) == (
-        "unknown preset 'Scenario1'; presets: scenario1, scenario2, scenario3, lower_k, top_quarter, none")
+        "unknown preset 'Scenario1'; presets: scenario1, scenario2, scenario3, lower_k, top_quarter, bitfit, "
+        "norms_only, none")
 
 
 def test_check_plan_names_every_unknown_part_and_all_valid_ones():
