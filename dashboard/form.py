@@ -31,7 +31,7 @@ DEFAULTS = {"backbone": "minilm", "pooling": "mean", "warm_start": "pretrained",
             **{trains_backbone_key(t): TaskConfig.model_fields["trains_backbone"].default for t in TASKS},
             "epochs": 2, "batch_size": 32, "learning_rate": 5e-5, "head_learning_rate": 1e-3, "max_length": 64,
             "seed": 0, "eval_every": 25, "cache_frozen_prefix": True, "sweep_kind": "freeze depth", "sweep_seeds": 2,
-            "sweep_presets": ["none", "top_quarter", "scenario2"]}
+            "sweep_presets": ["none", "top_quarter", "scenario2"], "also_lora": False}
 HELP = {name: TrainingConfig.model_fields[name].description for name in TrainingConfig.model_fields}
 
 
