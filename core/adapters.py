@@ -168,7 +168,7 @@ def describe(report: dict) -> str:
     if matched:
         gap = report["trainable"] / matched["trainable"] - 1
         text += (f"; rank chosen to match {plan_label(matched['freeze'])}: {report['trainable']:,} trainable "
-                 f"against its {matched['trainable']:,} ({gap:+.1%})")
+                 f"against its {matched['trainable']:,} ({gap:+.2%})")
     return text
 
 

@@ -38,7 +38,8 @@ def history_rows(runs) -> list[dict]:
         params = s.get("params", {})
         frozen = s.get("frozen", [])
         row = {"run": run.id, "name": s.get("name", run.id), "status": s.get("status"),
-               "frozen": s.get("preset") or (", ".join(frozen) if frozen else "nothing"),
+               "frozen": (s.get("preset") or (", ".join(frozen) if frozen else "nothing"))
+               + (f" + LoRA rank {s['adapter']['r']}" if s.get("adapter") else ""),
                "trainable": params.get("trainable"),
                "trainable %": percent_text(params["trainable"] / params["total"]) if params.get("total") else None}
         for task, m in s.get("tasks", {}).items():

@@ -43,6 +43,10 @@ def test_the_switch_queues_lora_matched_to_the_plan_and_compare_shows_both_with_
     at = open_tab(at, "Compare runs")
     assert not at.exception
     assert set(at.multiselect(key="compare").value) == {lora["run_id"], plan["run_id"]}  # the two newest
+    history = next(d.value for d in at.dataframe if "run" in d.value.columns).set_index("run")
+    assert history.loc[lora["run_id"], "frozen"] == f"scenario2 + LoRA rank {lora['adapter']['r']}"
+    assert history.loc[lora["run_id"], "trainable"] == lora["params"]["trainable"]
+    assert history.loc[plan["run_id"], "trainable"] == plan["params"]["trainable"]
     differences = next(d.value for d in at.dataframe if "" in d.value.columns)
     counts = differences[differences[""] == "trainable params"].iloc[0]
     assert counts[lora["name"]] == f"{lora['params']['trainable']:,}"
