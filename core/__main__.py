@@ -15,7 +15,7 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from core import parts
+from core import adapters, parts
 from core.backbones import BackboneError
 from core.child import RUN_FOLDER, SWEEP_FOLDER
 from core.config import ConfigError, load_config, parse_config_text
@@ -127,6 +127,8 @@ def cmd_train(args) -> int:
             print(f"note: {note}", file=sys.stderr)
         print(f"backbone {config.backbone}: {experiment.params['trainable']:,} of {experiment.params['total']:,} "
               f"parameters trainable; frozen: {', '.join(experiment.plan.frozen) or 'nothing'}", file=sys.stderr)
+        if experiment.adapter is not None:
+            print(adapters.describe(experiment.adapter.report), file=sys.stderr)
         bar = None if args.quiet else ProgressBar()
         run = run_experiment(config, args.runs_dir, [bar] if bar else [], stop, experiment,
                              on_run=lambda run: announce(run, args.owner))

@@ -112,13 +112,57 @@ class TrainingConfig(_Strict):
                             "could change, rebuilt on the base when loaded), none; auto: full for a single run, "
                             "changed for a sweep's members")
 
-
     @field_validator("layer_lr_decay")
     @classmethod
     def _decay_in_range(cls, decay: float) -> float:
         if not 0 < decay <= 1:
             raise ValueError(f"must be in (0, 1] (1: one rate for the whole backbone), not {decay:g}")
         return decay
+
+
+class AdapterConfig(_Strict):
+    """Low-rank adapters (LoRA, through peft) instead of training the adapted layers' own weights.
+
+    The layers that carry adapters have their base weights frozen; the adapters and the heads train.
+    ``r: auto`` picks the rank whose trainable count is closest to that of the ``match`` freeze section.
+    """
+
+    kind: Literal["lora"] = "lora"
+    r: int | Literal["auto"] = Field(8, description="the adapters' rank, or auto: matched to the budget of match")
+    alpha: float = Field(16.0, gt=0, description="LoRA's scaling numerator: updates are scaled by alpha / r")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapters' input")
+    targets: list[str] = Field(default_factory=lambda: ["query", "value"], min_length=1,
+                               description="projections to adapt, by module name inside a layer (peft's "
+                                           "target_modules: a name or the end of a dotted path)")
+    layers: Literal["trainable", "all"] = Field("trainable", description="trainable: the layers the freeze plan "
+                                                                         "leaves trainable; all: every layer")
+    match: FreezeConfig | None = Field(None, description="with r: auto, the freeze section whose trainable "
+                                                         "parameter count the adapters match")
+
+    @field_validator("r", mode="before")
+    @classmethod
+    def _rank(cls, r):
+        """One message for every bad rank (pydantic would name both arms of the union)."""
+        if r != "auto" and (isinstance(r, bool) or not isinstance(r, int) or r < 1):
+            raise ValueError(f"the rank must be a whole number of 1 or more, or auto, not {r!r}")
+        return r
+
+    @field_validator("targets")
+    @classmethod
+    def _named_targets(cls, targets: list[str]) -> list[str]:
+        blank = [t for t in targets if not t.strip()]
+        if blank:
+            raise ValueError("a target is empty; name a projection such as query or value")
+        return list(dict.fromkeys(t.strip() for t in targets))
+
+    @model_validator(mode="after")
+    def _auto_needs_match(self) -> "AdapterConfig":
+        if self.r == "auto" and self.match is None:
+            raise ValueError("r: auto needs match, the freeze section whose trainable count to match, "
+                             "e.g. match: {preset: lower_k, k: 4}")
+        if self.r != "auto" and self.match is not None:
+            raise ValueError(f"match is used only with r: auto (r is {self.r}); drop match or set r: auto")
+        return self
 
 
 class ExperimentConfig(_Strict):
@@ -131,6 +175,7 @@ class ExperimentConfig(_Strict):
     tasks: dict[str, TaskConfig] | None = None
     freeze: FreezeConfig = Field(default_factory=FreezeConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    adapter: AdapterConfig | None = Field(None, description="LoRA adapters (off when omitted)")
     init_from: str | None = Field(None, description="a run id or run folder whose weights to start from")
 
     @field_validator("tasks")
@@ -143,6 +188,16 @@ class ExperimentConfig(_Strict):
                 if not name.replace("_", "").replace("-", "").isalnum():
                     raise ValueError(f"task name {name!r} may hold only letters, digits, '-' and '_'")
         return tasks
+
+    @field_validator("adapter")
+    @classmethod
+    def _adapter_without_schedule(cls, adapter, info):
+        """A schedule sets each part's requires_grad at its changes, which would undo the adapters' frozen
+        base weights; the two do not combine (yet)."""
+        freeze = info.data.get("freeze")
+        if adapter is not None and freeze is not None and freeze.schedule is not None:
+            raise ValueError("a LoRA run cannot follow freeze.schedule; drop the schedule or the adapter")
+        return adapter
 
     @property
     def task_names(self) -> list[str]:

@@ -101,6 +101,7 @@ class Run:
     summary_path = property(lambda self: self.path / "summary.json")
     backbone_dir = property(lambda self: self.path / "backbone")
     changed_dir = property(lambda self: self.path / "changed")  # training.save: changed
+    adapter_dir = property(lambda self: self.path / "adapter")  # a LoRA run's adapter, as peft saves it
     heads_path = property(lambda self: self.path / "heads.safetensors")
     predictions_path = property(lambda self: self.path / PREDICTIONS)  # the final evaluation, per example
     stop_path = property(lambda self: self.path / "stop")
@@ -250,7 +251,7 @@ class RunStore:
         summary = run.summary()
         if summary.get("status") == ACTIVE and pid_alive(summary.get("pid"), summary.get("host")):
             raise RunError(f"run {run_id} is still training; stop it first")
-        for folder in (run.backbone_dir, run.changed_dir):
+        for folder in (run.backbone_dir, run.changed_dir, run.adapter_dir):
             shutil.rmtree(folder, ignore_errors=True)
         run.heads_path.unlink(missing_ok=True)
         run.update_summary(weights="deleted")

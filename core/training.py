@@ -20,15 +20,15 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from core import checkpoints, device as devices
+from core import adapters, checkpoints, device as devices
 from core.batching import EncodedSplit, collate, encode, epoch_schedule, steps_per_epoch
 from core.cache import FrozenPrefixCache, SharedPrefix
 from core.config import ExperimentConfig
 from core.changes import ChangeMap
 from core.data import DataError, TaskData, load_tasks, validation_fingerprint
 from core.events import ChangeEvent, EvalEvent, EventBus, PlanEvent, ProgressEvent, StateEvent, StepEvent, Subscriber
-from core.freezing import (FreezePlan, apply_plan, frozen_parts, partly_frozen_parts, trainable_parameters,
-                           trainable_under)
+from core.freezing import (FreezePlan, apply_plan, count_parameters, frozen_parts, partly_frozen_parts,
+                           trainable_parameters, trainable_under)
 from core.layer_rates import part_rates
 from core.locks import training_lock
 from core.metrics import accuracy, confusion_matrix, macro_f1
@@ -60,6 +60,7 @@ class Experiment:
     notes: list[str] = field(default_factory=list)
     shared_prefix: SharedPrefix | None = None  # a sweep's pristine layer inputs, used when the key matches
     plan_changes: list[tuple[int, FreezePlan]] = field(default_factory=list)  # freeze.schedule's, (step, plan)
+    adapter: adapters.Adapter | None = None  # the config's LoRA adapters, when it has an adapter section
 
     @property
     def trains(self) -> bool:
@@ -122,9 +123,12 @@ def prepare(config: ExperimentConfig, runs_dir: str | Path = "runs",
                                 config.training.batch_size, config.training.task_sampling)
     changes = plan_changes(config.freeze.schedule, plan, list(model.parts()), per_epoch,
                            per_epoch * config.training.epochs)
+    adapter = adapters.attach(config, model, plan) if config.adapter else None
+    if adapter is not None:
+        params = count_parameters(model)  # the adapters count in their layer's part
     notes = list(dict.fromkeys(note for task in tasks.values() for note in task.notes))  # two tasks, one file
     return Experiment(config, tasks, model, tokenizer, plan, params, device, precision, warm, notes,
-                      plan_changes=changes)
+                      plan_changes=changes, adapter=adapter)
 
 
 def run_experiment(config: ExperimentConfig, runs_dir: str | Path = "runs",
@@ -259,7 +263,7 @@ class Trainer:
                 model = self.model_for_saving()
                 checkpoints.save_weights(model, self.experiment.tokenizer, self.run_folder, self.save_mode,
                                          checkpoints.base_source(self.experiment.config, model.backbone),
-                                         self.trained_backbone_tensors())
+                                         self.trained_backbone_tensors(), self.experiment.adapter)
             except OSError as error:  # e.g. the disk filled up: keep the record, say why there are no weights
                 status, message = "failed", f"could not save the weights: {error.strerror or error}"
         self.close_cache()
@@ -294,7 +298,8 @@ class Trainer:
                     for n, s in splits.items()},
             settings=cache_settings(experiment), folder=self.run_folder.path, device=self.device,
             autocast=self.accelerator.autocast, shared=experiment.shared_prefix)
-        self.run_folder.update_summary(cache=self.prefix_cache.info())
+        self.run_folder.update_summary(cache=self.prefix_cache.info(),
+                                       adapter=experiment.adapter.report if experiment.adapter else None)
         began = time.perf_counter()  # the starting copy is part of what the change map costs
         self.changes = ChangeMap(experiment.model, self.device, self.run_folder.path)
         self.change_seconds += time.perf_counter() - began
@@ -501,6 +506,7 @@ class Trainer:
                       for task, r in self.last_eval.items()},
             "params": experiment.params, "frozen": frozen_parts(experiment.model),
             "partly_frozen": partly_frozen_parts(experiment.model), "plan_changes": self.plans_applied,
+            "adapter": experiment.adapter.report if experiment.adapter else None,
             "preset": experiment.config.freeze.preset,
             "train_examples": {task: len(data.train_texts) for task, data in experiment.tasks.items()},
             "weights": self.save_mode if status in ("finished", "stopped", "evaluated") else "none",

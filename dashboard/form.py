@@ -35,7 +35,7 @@ DEFAULTS = {"backbone": "minilm", "pooling": "mean", "warm_start": "pretrained",
             "schedule_kind": NO_SCHEDULE, "schedule_every": ScheduleConfig.model_fields["every"].default,
             "schedule_unit": ScheduleConfig.model_fields["unit"].default,
             "seed": 0, "eval_every": 25, "cache_frozen_prefix": True, "sweep_kind": "freeze depth", "sweep_seeds": 2,
-            "sweep_presets": ["none", "top_quarter", "scenario2"]}
+            "sweep_presets": ["none", "top_quarter", "scenario2"], "also_lora": False}
 HELP = {name: TrainingConfig.model_fields[name].description for name in TrainingConfig.model_fields}
 
 

@@ -10,6 +10,7 @@ from functools import partial
 import streamlit as st
 
 from core import child
+from core.adapters import describe as adapter_line
 from core import parts as part_names
 from core.runs import RunError
 from dashboard import access, charts, resources
@@ -37,7 +38,9 @@ def history_rows(runs) -> list[dict]:
         params = s.get("params", {})
         frozen = s.get("frozen", [])
         row = {"run": run.id, "name": s.get("name", run.id), "status": s.get("status"),
-               "frozen": s.get("preset") or (", ".join(frozen) if frozen else "nothing"),
+               "frozen": (s.get("preset") or (", ".join(frozen) if frozen else "nothing"))
+               + (f" + LoRA rank {s['adapter']['r']}" if s.get("adapter") else ""),
+               "trainable": params.get("trainable"),
                "trainable %": percent_text(params["trainable"] / params["total"]) if params.get("total") else None}
         for task, m in s.get("tasks", {}).items():
             row[f"{task} acc"] = round(m["accuracy"], 3)
@@ -379,6 +382,7 @@ def difference_rows(runs) -> list[dict]:
     for key, getter in {
         "frozen parts": lambda s, c: ", ".join(s.get("frozen", [])) or "nothing",
         "trainable params": lambda s, c: f"{s.get('params', {}).get('trainable', 0):,}",
+        "adapter": lambda s, c: adapter_line(s["adapter"]) if s.get("adapter") else "none",
         "time (s)": lambda s, c: s.get("wall_seconds"),
         "examples/s": lambda s, c: s.get("examples_per_second"),
         "status": lambda s, c: s.get("status"),
