@@ -273,7 +273,7 @@ class Trainer:
     def setup(self) -> None:
         cfg, experiment = self.cfg, self.experiment
         random.seed(cfg.seed)
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed + self.processes.rank)  # under a launcher, each process its own dropout draws
         self.accelerator = devices.make_accelerator(experiment.device, experiment.precision)
         self.device = self.accelerator.device
         if self.device.type == "cuda":
