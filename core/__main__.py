@@ -165,8 +165,13 @@ def positive(text: str) -> int:
 
 
 def cmd_sweep(args) -> int:
+    from core.distributed import launched_world_size
     from core.sweep import parse_depths, run_sweep
     from core.sweep_devices import parse_devices
+
+    if launched_world_size() > 1:
+        raise ConfigError("a sweep is not launched over several processes: spread its members over devices with "
+                          "--devices, or launch one run with 'accelerate launch -m core train'")
 
     config = parse_config_text(sys.stdin.read(), "stdin") if args.config == "-" else load_config(args.config)
     depths = parse_depths(args.depths) if args.depths else None

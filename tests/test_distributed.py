@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,21 @@ def launch(config: Path, runs: Path, processes: int = 2) -> subprocess.Popen:
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@contextmanager
+def ended(process: subprocess.Popen):
+    """However the test ends, the launcher and its processes end too: SIGTERM (the launcher passes it on,
+    and kills what is still there 30 s later), then SIGKILL."""
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
 def config_data(backbone: str, small_data: dict, k: int = 2, **training) -> dict:
     return {"name": "two processes", "backbone": backbone, "head_dropout": 0.0,
             "tasks": {t: {**small_data, "label_column": t} for t in ("topic", "sentiment")},
@@ -82,8 +98,8 @@ def test_two_processes_train_one_run_like_one_process(k, dropless_bert, small_da
     config_file = tmp_path / "exp.yaml"
     config_file.write_text(yaml.safe_dump(config_data(dropless_bert, small_data, k)), encoding="utf-8")
     runs = tmp_path / "runs"
-    process = launch(config_file, runs)
-    out, err = process.communicate(timeout=LAUNCH_SECONDS)
+    with ended(launch(config_file, runs)) as process:
+        out, err = process.communicate(timeout=LAUNCH_SECONDS)
     assert process.returncode == 0, err[-3000:]
     folders = [p for p in runs.iterdir() if (p / "summary.json").exists()]
     assert len(folders) == 1, folders  # one run, written by the main process alone
@@ -130,23 +146,29 @@ def test_two_processes_train_one_run_like_one_process(k, dropless_bert, small_da
         assert not cache["used"]
 
 
-def test_sigterm_to_the_launcher_stops_every_process_after_its_step(dropless_bert, small_data, tmp_path):
+@pytest.mark.parametrize("how", ["sigterm", "stop-file"])
+def test_a_stop_stops_every_process_after_the_same_step(how, dropless_bert, small_data, tmp_path):
+    """SIGTERM to the launcher reaches every process; the run's stop file only the main one, which reads it:
+    either way all stop after the same step (else one would wait for the other's all-reduce forever)."""
     config_file = tmp_path / "exp.yaml"
     config_file.write_text(yaml.safe_dump(config_data(dropless_bert, small_data, 2, epochs=100)), encoding="utf-8")
     runs = tmp_path / "runs"
-    process = launch(config_file, runs)
-    run_dir = None
-    for line in process.stderr:  # the main process says where its run is once it exists
-        if line.startswith(RUN_FOLDER):
-            run_dir = Path(line[len(RUN_FOLDER):].strip())
-            break
-    assert run_dir is not None
-    deadline = time.time() + 60
-    while not [e for e in RunStore(runs).get(run_dir.name).events() if e.kind == "step"]:
-        assert time.time() < deadline and process.poll() is None
-        time.sleep(0.2)
-    process.send_signal(signal.SIGTERM)
-    process.communicate(timeout=LAUNCH_SECONDS)
+    with ended(launch(config_file, runs)) as process:
+        run_dir = None
+        for line in process.stderr:  # the main process says where its run is once it exists
+            if line.startswith(RUN_FOLDER):
+                run_dir = Path(line[len(RUN_FOLDER):].strip())
+                break
+        assert run_dir is not None
+        deadline = time.time() + 60
+        while not [e for e in RunStore(runs).get(run_dir.name).events() if e.kind == "step"]:
+            assert time.time() < deadline and process.poll() is None
+            time.sleep(0.2)
+        if how == "sigterm":
+            process.send_signal(signal.SIGTERM)
+        else:
+            RunStore(runs).get(run_dir.name).request_stop()
+        process.communicate(timeout=LAUNCH_SECONDS)
     summary = RunStore(runs).get(run_dir.name).summary()
     assert summary["status"] == "stopped", summary.get("message")
     assert 0 < summary["steps"] < summary["total_steps"] and summary["world_size"] == 2
@@ -202,3 +224,54 @@ def test_the_page_shows_a_run_that_used_several_processes(page_env):
     history = next(d.value for d in at.dataframe if "run" in d.value.columns)
     devices = dict(zip(history["run"], history["device"]))
     assert devices == {"20250101-120000-four-gpus": "cuda × 4 processes", "20250101-110000-one-process": "cpu"}
+
+
+def test_devices_are_checked_before_a_sweep_starts(monkeypatch):
+    from core.config import ConfigError
+    from core.device import DeviceError
+    from core.sweep_devices import check_devices, parse_devices, worker_env
+
+    assert parse_devices("cpu, CPU") == ["cpu", "cpu"] and parse_devices("0,1,3") == ["0", "1", "3"]
+    for bad in ("0,cpu", "gpu0", "", "1,1"):
+        with pytest.raises(ConfigError, match="--devices"):
+            parse_devices(bad)
+    with pytest.raises(DeviceError, match="names CUDA GPUs, but training.device is cpu"):
+        check_devices(["0", "1"], "cpu")
+    with pytest.raises(DeviceError, match="trains on the CPU, but training.device is cuda"):
+        check_devices(["cpu", "cpu"], "cuda")
+    assert check_devices(["cpu", "cpu"], "auto") == "cpu"
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    cpu = worker_env("cpu", 2, "cpu")
+    assert cpu["CUDA_VISIBLE_DEVICES"] == "" and cpu["OMP_NUM_THREADS"] == "4" and cpu["FREEZE_LAB_LOCK_HELD"] == "cpu"
+    assert worker_env("3", 0, "cuda")["CUDA_VISIBLE_DEVICES"] == "3"
+
+
+def test_a_sweep_child_trains_under_its_parents_lock(monkeypatch):
+    """The parent of a sweep over devices holds the lock; a child whose environment names that device
+    trains without taking it, and any other trainer is still refused."""
+    import threading
+
+    from core.locks import BusyError, HELD_BY_PARENT, training_lock
+
+    def try_lock() -> Exception | None:
+        outcome: list = []
+
+        def attempt() -> None:
+            try:
+                with training_lock("cpu"):
+                    outcome.append(None)
+            except BusyError as error:
+                outcome.append(error)
+
+        thread = threading.Thread(target=attempt)
+        thread.start()
+        thread.join()
+        return outcome[0]
+
+    with training_lock("cpu"):  # the parent holds the CPU
+        assert isinstance(try_lock(), BusyError)
+        monkeypatch.setenv(HELD_BY_PARENT, "cpu")
+        assert try_lock() is None
+        monkeypatch.setenv(HELD_BY_PARENT, "cuda")  # a parent that holds another device is no help
+        assert isinstance(try_lock(), BusyError)
