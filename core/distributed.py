@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from core.batching import EncodedSplit
 
-WORLD_SIZE_VARIABLES = ["WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"]  # as Accelerate reads them
+WORLD_SIZE_VARIABLES = ["WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"]  # Accelerate's
 
 
 def launched_world_size() -> int:

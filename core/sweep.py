@@ -16,6 +16,8 @@ initialisation, the batch order and dropout.
 
 The frozen work is shared: before the first member, one pass of the pristine
 backbone stores the input of every layer the members cache (core.cache.SharedPrefix).
+With ``devices`` the members train in child processes instead, one per device at a time
+(core.sweep_devices), without that shared pass.
 
 On stop (Ctrl-C, the page's Stop) the running member ends as ``stopped`` and no
 further member starts; members that never started stay in ``members`` with status

@@ -295,8 +295,8 @@ class Trainer:
             self.model = self.accelerator.prepare(self.model)
         self.prefix_cache = FrozenPrefixCache(
             experiment.model, self.model, enabled=cfg.cache_frozen_prefix, trains=experiment.trains,
-            splits={f"{part}/{n}": s.split.ids for part, shards in (("train", self.train_shards),
-                                                                   ("val", self.val_shards)) for n, s in shards.items()},
+            splits={**{f"train/{n}": s.split.ids for n, s in self.train_shards.items()},
+                    **{f"val/{n}": s.split.ids for n, s in self.val_shards.items()}},
             settings=cache_settings(experiment), folder=self.scratch_folder(), device=self.device,
             autocast=self.accelerator.autocast, shared=experiment.shared_prefix)
         self.by_owner = self.prefix_cache.active  # decided once, alike in every process (core.distributed)
