@@ -224,6 +224,10 @@ def test_the_page_shows_a_run_that_used_several_processes(page_env):
     history = next(d.value for d in at.dataframe if "run" in d.value.columns)
     devices = dict(zip(history["run"], history["device"]))
     assert devices == {"20250101-120000-four-gpus": "cuda × 4 processes", "20250101-110000-one-process": "cpu"}
+    from dashboard.runs_view import processes_note  # Inspect's caption above a run's confusion matrices
+
+    assert processes_note({"world_size": 4, "device": "cuda"}).startswith("Trained by 4 processes (cuda")
+    assert processes_note({"world_size": 1}) is None and processes_note({}) is None
 
 
 def test_devices_are_checked_before_a_sweep_starts(monkeypatch):
