@@ -51,6 +51,7 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--stop-file", type=Path, metavar="PATH",
                        help="if this file appears while the model loads, stop before any run exists "
                             "(once the run exists, a 'stop' file in its folder stops it after the current step)")
+    train.add_argument("--sweep", metavar="SWEEP_ID", help=argparse.SUPPRESS)  # sweep --devices: a member's sweep
     train.set_defaults(command=cmd_train)
     sweep = sub.add_parser("sweep", help="train one config at several freeze depths or presets, and seeds")
     sweep.add_argument("--config", required=True, help="the base YAML or JSON config ('-': stdin)")
@@ -63,6 +64,8 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_argument("--owner", help="who started the sweep, kept in its members' summaries")
     sweep.add_argument("--stop-file", type=Path, metavar="PATH",
                        help="if this file appears, stop after the current member (or before the first one)")
+    sweep.add_argument("--devices", help="train members in parallel, one per device at a time: CUDA device numbers "
+                                         "(e.g. 0,1,2,3), or cpu,cpu for that many CPU workers")
     sweep.set_defaults(command=cmd_sweep)
     compare = sub.add_parser("compare", help="is the accuracy difference between two runs or variants real?")
     compare.add_argument("a", help="a run id, SWEEP:VARIANT, or comma-separated run ids")
@@ -113,27 +116,36 @@ def parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args) -> int:
+    """One run; under ``accelerate launch`` every process runs this, and only the main one speaks."""
+    from core.device import resolve_device
+    from core.distributed import Processes
     from core.training import prepare, run_experiment
 
     config = parse_config_text(sys.stdin.read(), "stdin") if args.config == "-" else load_config(args.config)
-    RunStore(args.runs_dir).check_writable()  # before minutes of loading, not after
+    main = Processes.current(resolve_device(config.training.device)).is_main
+    if main:
+        RunStore(args.runs_dir).check_writable()  # before minutes of loading, not after
     stop = threading.Event()
     with stop_on_signals(stop):
         experiment = prepare(config, args.runs_dir)
         if stop.is_set() or (args.stop_file is not None and args.stop_file.exists()):
             print("stopped before training began", file=sys.stderr)
             return 1
-        for note in experiment.notes:
-            print(f"note: {note}", file=sys.stderr)
-        print(f"backbone {config.backbone}: {experiment.params['trainable']:,} of {experiment.params['total']:,} "
-              f"parameters trainable; frozen: {', '.join(experiment.plan.frozen) or 'nothing'}", file=sys.stderr)
-        if experiment.adapter is not None:
-            print(adapters.describe(experiment.adapter.report), file=sys.stderr)
-        bar = None if args.quiet else ProgressBar()
+        if main:
+            for note in experiment.notes:
+                print(f"note: {note}", file=sys.stderr)
+            print(f"backbone {config.backbone}: {experiment.params['trainable']:,} of "
+                  f"{experiment.params['total']:,} parameters trainable; frozen: "
+                  f"{', '.join(experiment.plan.frozen) or 'nothing'}", file=sys.stderr)
+            if experiment.adapter is not None:
+                print(adapters.describe(experiment.adapter.report), file=sys.stderr)
+        bar = None if args.quiet or not main else ProgressBar()
         run = run_experiment(config, args.runs_dir, [bar] if bar else [], stop, experiment,
-                             on_run=lambda run: announce(run, args.owner))
+                             on_run=lambda run: announce(run, args.owner, args.sweep, config.training.seed))
         if bar:
             bar.close()
+    if not main:  # the run's outcome is the main process's to report (this one raised if it failed here)
+        return 0
     summary = run.summary()
     for task, m in summary.get("tasks", {}).items():
         print(f"{task}: accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}, loss {m['loss']:.3f}")
@@ -155,10 +167,20 @@ def positive(text: str) -> int:
 
 
 def cmd_sweep(args) -> int:
+    from core.distributed import launched_world_size
     from core.sweep import parse_depths, run_sweep
+    from core.sweep_devices import parse_devices
+
+    if launched_world_size() > 1:
+        raise ConfigError("a sweep is not launched over several processes: spread its members over devices with "
+                          "--devices, or launch one run with 'accelerate launch -m core train'")
 
     config = parse_config_text(sys.stdin.read(), "stdin") if args.config == "-" else load_config(args.config)
     depths = parse_depths(args.depths) if args.depths else None
+    devices = parse_devices(args.devices) if args.devices else None
+    if devices and args.owner:
+        raise ConfigError("--owner is the page's, and the page runs a sweep's members one after another; "
+                          "leave out --devices or --owner")
     presets = [p.strip() for p in args.presets.split(",") if p.strip()] if args.presets else []
     RunStore(args.runs_dir).check_writable()
     stop = threading.Event()
@@ -167,7 +189,7 @@ def cmd_sweep(args) -> int:
         if args.stop_file is not None and args.stop_file.exists():
             stop.set()
 
-    def member_done(member: dict, summary: dict) -> None:
+    def member_done(member: dict, summary: dict) -> None:  # with --devices: as members end, in any order
         print_member(member, summary)
         stop_if_asked()
 
@@ -177,7 +199,8 @@ def cmd_sweep(args) -> int:
 
     with stop_on_signals(stop):
         record = run_sweep(config, depths, presets, args.seeds, args.runs_dir, stop, on_member=member_done,
-                           on_start=started, on_run=lambda run: announce(run, args.owner))
+                           on_start=started, devices=devices,
+                           on_run=say_where if devices else lambda run: announce(run, args.owner))
     print_table(record)
     print(f"{SWEEP_FOLDER}{folder['path']}")
     return 0 if record["status"] == "finished" else 1
@@ -299,10 +322,16 @@ def cmd_reevaluate(args) -> int:
     return 0
 
 
-def announce(run, owner: str | None = None) -> None:
-    """The run exists: record who started it and that SIGTERM stops it cleanly (so a restarted page may send
-    it on POSIX), and say where."""
-    run.update_summary(stop_by_signal=True, **({"owner": owner} if owner else {}))
+def announce(run, owner: str | None = None, sweep: str | None = None, seed: int | None = None) -> None:
+    """The run exists: record who started it (and the sweep it belongs to, with its seed) and that SIGTERM
+    stops it cleanly (so a restarted page may send it on POSIX), and say where."""
+    run.update_summary(stop_by_signal=True, **({"owner": owner} if owner else {}),
+                       **({"sweep": sweep, "seed": seed} if sweep else {}))
+    print(f"{RUN_FOLDER}{run.path}", file=sys.stderr, flush=True)
+
+
+def say_where(run) -> None:
+    """A member trained by a child (sweep --devices): the child wrote its summary; only say where it is."""
     print(f"{RUN_FOLDER}{run.path}", file=sys.stderr, flush=True)
 
 

@@ -501,13 +501,24 @@ class FrozenPrefixCache:
                 return None
         self.stats["hit_examples"] += len(rows) - len(missing)
         values, mask = store.get(rows, self.device)
+        with self.replaying():
+            return self.forward(task, None, mask, inputs_embeds=values, backbone_grad=backbone_grad)
+
+    @contextmanager
+    def replaying(self):
+        """Within this block the model's forward takes the stored prefix output as ``inputs_embeds``: the
+        backbone starts at layer ``depth`` ('hidden'), or the model's ``encode`` is the replay from the stored
+        output ('pooled', 'last_hidden'). Every kind goes through ``forward``: under several processes that is
+        DDP's, which reduces the gradients only of a backward whose forward it ran."""
         if self.kind == "hidden":
             with self.from_layer(self.depth):
-                return self.forward(task, None, mask, inputs_embeds=values, backbone_grad=backbone_grad)
-        with self.autocast():
-            with nullcontext() if backbone_grad else torch.no_grad():
-                pooled = self.encode_from(values, mask)
-            return self.model.heads[task](pooled)
+                yield
+            return
+        self.model.encode = lambda input_ids, mask, inputs_embeds=None: self.encode_from(inputs_embeds, mask)
+        try:
+            yield
+        finally:
+            del self.model.encode  # the class's encode again
 
     # -- reporting and cleanup -----------------------------------------------------------
     def info(self) -> dict:

@@ -31,6 +31,21 @@ def percent_text(fraction: float | None) -> str | None:
     return f"{percent:.1f}%" if percent == 0 or percent >= 1 else f"{percent:.2g}%"
 
 
+def device_text(summary: dict) -> str | None:
+    """The device a run trained on, and how many processes shared the run (``accelerate launch``)."""
+    processes = summary.get("world_size", 1)
+    return f"{summary.get('device')} × {processes} processes" if processes > 1 else summary.get("device")
+
+
+def processes_note(summary: dict) -> str | None:
+    """For a run trained by several processes: what that means for its record; None for one process."""
+    processes = summary.get("world_size", 1)
+    if processes <= 1:
+        return None
+    return (f"Trained by {processes} processes ({summary.get('device')}, accelerate launch): each step's batch was "
+            "split over them and their gradients averaged; the metrics are over the whole validation set.")
+
+
 def history_rows(runs) -> list[dict]:
     rows = []
     for run in runs:
@@ -45,7 +60,7 @@ def history_rows(runs) -> list[dict]:
         for task, m in s.get("tasks", {}).items():
             row[f"{task} acc"] = round(m["accuracy"], 3)
         row.update({"time (s)": s.get("wall_seconds"), "disk (MB)": round(run.disk_bytes() / 2**20, 1),
-                    "weights": s.get("weights", "full" if run.has_weights() else "none"), "device": s.get("device"),
+                    "weights": s.get("weights", "full" if run.has_weights() else "none"), "device": device_text(s),
                     "started": time.strftime("%m-%d %H:%M", time.localtime(s.get("started_at", 0)))})
         rows.append(row)
     return rows

@@ -91,6 +91,17 @@ def test_a_schedule_that_would_change_nothing_is_refused_before_a_run_exists(tin
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_schedule_under_a_launcher_of_several_processes_is_refused(tiny_bert, small_config, tmp_path,
+                                                                     monkeypatch):
+    config = small_config(tiny_bert, freeze={"preset": "scenario2", "schedule": {"kind": "gradual_unfreeze"}},
+                          training={"epochs": 2})
+    monkeypatch.setenv("WORLD_SIZE", "2")  # what accelerate launch sets in each process
+    with pytest.raises(FreezeError, match="a run over several processes cannot change its plan"):
+        prepare(config, tmp_path / "runs")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert prepare(config, tmp_path / "runs").plan_changes  # one process: the schedule stands
+
+
 # ---- training under a schedule ---------------------------------------------------------------
 
 def snapshot(model) -> dict[str, torch.Tensor]:
