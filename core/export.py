@@ -2,8 +2,8 @@
 
 The zip holds one folder named after the run: ``model/`` (a Hugging Face folder: config, tokenizer,
 safetensors weights), ``heads.safetensors`` with ``heads.json`` (pooling and labels), the run's record
-(``config.yaml``, ``summary.json``, ``metrics.jsonl``, ``predictions.json``) and a model card,
-``README.md``. Only safetensors, JSON, YAML, text and tokenizer files go in, and only regular files of
+(``config.yaml``, ``summary.json``, ``metrics.jsonl``, ``predictions.json``, ``notes.json`` where they exist)
+and a model card, ``README.md``. Only safetensors, JSON, YAML, text and tokenizer files go in, and only regular files of
 the run: a symbolic link is refused rather than followed, so nothing outside the run can leak into a
 download, and a pickle file is refused as it is when loading (it can run code).
 
@@ -28,7 +28,7 @@ from core.runs import Run, RunError
 
 EXPORTABLE = ("finished", "evaluated", "stopped")
 RECORD_FILES = ("heads.safetensors", "heads.json", "config.yaml", "summary.json", "metrics.jsonl",
-                "predictions.json")
+                "predictions.json", "notes.json")
 MODEL_SUFFIXES = (".safetensors", ".json", ".txt", ".model")  # weights; config and tokenizer; vocab; sentencepiece
 MODEL_FOLDER = "model"
 STORED = (".safetensors",)  # weights barely compress: stored as they are, so a download starts sooner
