@@ -21,7 +21,7 @@ from core.child import RUN_FOLDER, SWEEP_FOLDER
 from core.config import ConfigError, load_config, parse_config_text
 from core.data import DataError
 from core.device import DeviceError
-from core.freezing import FreezeError
+from core.freezing import FreezeError, share_text
 from core.locks import BusyError
 from core.runs import RunError, RunStore
 
@@ -137,8 +137,10 @@ def cmd_train(args) -> int:
             return 1
         for note in experiment.notes:
             print(f"note: {note}", file=sys.stderr)
-        print(f"backbone {config.backbone}: {experiment.params['trainable']:,} of {experiment.params['total']:,} "
-              f"parameters trainable; frozen: {', '.join(experiment.plan.frozen) or 'nothing'}", file=sys.stderr)
+        params = experiment.params
+        share = share_text(params["trainable"] / max(1, params["total"]))
+        print(f"backbone {config.backbone}: {params['trainable']:,} of {params['total']:,} parameters trainable "
+              f"({share}); frozen: {', '.join(experiment.plan.frozen) or 'nothing'}", file=sys.stderr)
         bar = None if args.quiet else ProgressBar()
         run = run_experiment(config, args.runs_dir, [bar] if bar else [], stop, experiment,
                              on_run=lambda run: announce(run, args.owner))
@@ -213,7 +215,7 @@ def print_table(record: dict) -> None:
         print("no member finished")
         return
     tasks = list(table[0]["tasks"])
-    print(f"{'variant':<16} {'trainable':>11} {'share':>6} {'train s':>8}  " +
+    print(f"{'variant':<16} {'trainable':>11} {'share':>7} {'train s':>8}  " +
           "  ".join(f"{t + ' acc (sd)':>22} {'F1':>5}" + (f" {'recov':>5}" if recovery else "") for t in tasks))
     for row in table:
         cells = []
@@ -224,7 +226,7 @@ def print_table(record: dict) -> None:
             if recovery:
                 r = recovery["tasks"][t].get(row["variant"])
                 cells[-1] += f" {r:>5.2f}" if r is not None else f" {'-':>5}"
-        print(f"{row['variant']:<16} {row['trainable']:>11,} {row['trainable_fraction']:>6.1%} "
+        print(f"{row['variant']:<16} {row['trainable']:>11,} {share_text(row['trainable_fraction']):>7} "
               f"{row['train_seconds_mean']:>8.1f}  " + "  ".join(cells))
     if recovery:
         print(f"recovery: (acc - {recovery['all_frozen']}) / ({recovery['full']} - {recovery['all_frozen']})")

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from core.checkpoints import check_safe_weights, describe_source, save_rebuilt
+from core.freezing import share_text
 from core.runs import Run, RunError
 
 EXPORTABLE = ("finished", "evaluated", "stopped")
@@ -147,7 +148,7 @@ def model_card(run: Run, rebuilt_on: str | None = None) -> str:
 
 def frozen_section(summary: dict) -> str:
     params = summary.get("params", {})
-    share = f" ({params['trainable'] / params['total']:.1%})" if params.get("total") else ""
+    share = f" ({share_text(params['trainable'] / params['total'])})" if params.get("total") else ""
     frozen = ", ".join(f"`{part}`" for part in summary.get("frozen", [])) or "nothing"
     preset = f"Preset `{summary['preset']}`. " if summary.get("preset") else ""
     return (f"## What was frozen\n\n{preset}Frozen parts: {frozen}. Trainable: {params.get('trainable', 0):,} of "

@@ -10,7 +10,7 @@ import streamlit as st
 
 from core import parts as part_names
 from core.anatomy import head_parameters, outline, readout, remembered_description
-from core.freezing import FreezeError
+from core.freezing import FreezeError, share_text
 from core.presets import PRESETS, preset_plan
 from dashboard import resources
 from dashboard.charts import percent
@@ -204,8 +204,9 @@ def toggles_grid(parts: list[str]) -> None:
 def readout_panel(counts: dict[str, int], frozen: set[str]) -> None:
     figures = readout(counts, frozen)
     c1, c2 = st.columns([1, 2])
-    c1.metric("Trainable parameters", f"{figures['trainable']:,}",
-              f"{figures['percent']:.1f}% of {figures['total']:,}", delta_color="off")
+    share = share_text(figures["trainable"] / max(1, figures["total"]))
+    c1.metric("Trainable parameters", f"{figures['trainable']:,}", f"{share} of {figures['total']:,}",
+              delta_color="off")
     with c2:
         st.html(parts_table(figures["by_part"], frozen))
 

@@ -12,6 +12,7 @@ import streamlit as st
 
 from core import child
 from core import parts as part_names
+from core.freezing import share_text
 from core.runs import MAX_NOTE_CHARS, RunError
 from dashboard import access, charts, resources
 
@@ -26,14 +27,6 @@ METRICS = {"accuracy": "validation accuracy", "macro_f1": "macro-F1", "loss": "v
            "train_loss": "training loss"}
 
 
-def percent_text(fraction: float | None) -> str | None:
-    """A share as a percentage; a small share stays visible (0.012%, never 0 while something trains)."""
-    if fraction is None:
-        return None
-    percent = 100 * fraction
-    return f"{percent:.1f}%" if percent == 0 or percent >= 1 else f"{percent:.2g}%"
-
-
 def history_rows(runs) -> list[dict]:
     rows = []
     for run in runs:
@@ -43,7 +36,7 @@ def history_rows(runs) -> list[dict]:
         notes = run.notes()
         row = {"run": run.id, "name": s.get("name", run.id), "tags": ", ".join(notes["tags"]),
                "status": s.get("status"), "backbone": s.get("backbone"), "frozen": s.get("preset") or (", ".join(frozen) if frozen else "nothing"),
-               "trainable %": percent_text(params["trainable"] / params["total"]) if params.get("total") else None}
+               "trainable %": share_text(params["trainable"] / params["total"] if params.get("total") else None)}
         for task, m in s.get("tasks", {}).items():
             row[f"{task} acc"] = round(m["accuracy"], 3)
         row.update({"time (s)": s.get("wall_seconds"), "disk (MB)": round(run.disk_bytes() / 2**20, 1),

@@ -159,3 +159,27 @@ def test_cli_bad_input_is_one_line_and_changes_nothing(store, capsys, args, mess
     err = capsys.readouterr().err
     assert err.startswith(message) and err.count("\n") == 1
     assert {run.id: run.notes() for run in store.list()} == before
+
+
+# ---- the trainable share, wherever it is shown --------------------------------------------------
+
+HEADS_ONLY = {"trainable": 2_695, "total": 22_600_000}  # MiniLM, backbone frozen: 0.012% trains
+
+
+def test_a_heads_only_share_is_small_not_zero_everywhere_it_is_shown(store, capsys):
+    from core.__main__ import print_table
+    from core.export import frozen_section
+    from dashboard.runs_view import history_rows
+    from dashboard.sweeps_view import table_rows
+
+    run = store.get(ids(store)["frozen"])
+    run.update_summary(params=HEADS_ONLY, frozen=["embeddings"], preset="scenario2")
+    (row,) = [r for r in history_rows([run])]
+    assert row["trainable %"] == "0.012%"
+    assert "2,695 of 22,600,000 parameters (0.012%)" in frozen_section(run.summary())
+    sweep_row = {"variant": "depth 6", "trainable": 2_695, "trainable_fraction": 2_695 / 22_600_000,
+                 "train_seconds_mean": 1.0, "tasks": {"topic": {"accuracy_mean": 0.5, "accuracy_std": 0.0,
+                                                                "macro_f1_mean": 0.5, "n_seeds": 1}}}
+    assert table_rows({"table": [sweep_row], "recovery": None})[0]["trainable %"] == "0.012%"
+    print_table({"table": [sweep_row], "recovery": None})
+    assert " 0.012% " in capsys.readouterr().out

@@ -89,3 +89,16 @@ def test_a_note_and_tags_set_on_the_page_are_saved_with_the_run(runs, tiny_bert)
     next(b for b in at.button if b.label == "Save note and tags").click().run()
     assert any("invalid tag 'two words'" in e.value for e in at.error)  # one line, and nothing saved
     assert runs["plain"].notes() == {"note": "", "tags": []}
+
+
+def test_the_readout_shows_a_heads_only_share_as_small_not_zero(tmp_path, monkeypatch, tiny_bert):
+    from page_helpers import rerun_until, trainable
+
+    monkeypatch.setenv("FREEZE_LAB_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("FREEZE_LAB_ALLOWED_DIRS", tiny_bert)
+    at = rerun_until(new_app(tiny_bert), lambda a: len(a.metric) > 0)
+    total = trainable(at)
+    at.button(key="preset:scenario2").click().run()
+    heads = trainable(at)
+    assert at.metric[0].delta == f"{100 * heads / total:.2g}% of {total:,}" != f"0% of {total:,}"
+    stop_every_job()
