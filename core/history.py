@@ -14,9 +14,11 @@ from core.runs import Run
 FACETS = ("tag", "preset", "status", "backbone")
 
 
-def preset_of(run: Run) -> str:
-    """The freeze preset the run's config names; 'custom' for parts picked by hand, 'none' for neither
-    (and 'unknown' for a config that no longer reads)."""
+def preset_of(run: Run, summary: dict) -> str:
+    """The freeze preset the run used; 'custom' for parts picked by hand, 'none' for neither. A finished
+    run's summary says so; a running one's config does (read only then: YAML is the slow part)."""
+    if "frozen" in summary:
+        return summary.get("preset") or ("custom" if summary["frozen"] else "none")
     try:
         freeze = run.config().freeze
     except ValueError:
@@ -33,7 +35,7 @@ def facets(run: Run) -> dict[str, list[str]]:
             backbone = run.config().backbone
         except ValueError:
             backbone = "unknown"
-    return {"tag": run.tags, "preset": [preset_of(run)], "status": [summary.get("status", "unknown")],
+    return {"tag": run.tags, "preset": [preset_of(run, summary)], "status": [summary.get("status", "unknown")],
             "backbone": [backbone]}
 
 

@@ -111,6 +111,8 @@ def test_facets_and_the_filter(store):
     assert choices(store.list()) == {"tag": ["baseline", "odd"], "preset": ["custom", "none", "scenario2"],
                                      "status": ["finished", "running", "stopped"],
                                      "backbone": ["minilm", "other/model"]}
+    store.get(named["live"]).update_summary(preset=None, frozen=["layer.0"])  # as training leaves it
+    assert facets(store.get(named["live"]))["preset"] == ["custom"]
     with pytest.raises(ValueError, match="unknown history filter"):
         select(store.list(), {"colour": ["red"]})
 
