@@ -96,7 +96,7 @@ def test_the_readout_shows_a_heads_only_share_as_small_not_zero(tmp_path, monkey
 
     monkeypatch.setenv("FREEZE_LAB_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("FREEZE_LAB_ALLOWED_DIRS", tiny_bert)
-    at = rerun_until(new_app(tiny_bert), lambda a: len(a.metric) > 0)
+    at = rerun_until(new_app(tiny_bert), lambda a: len(a.metric) > 0, timeout=240)  # counted in a child
     total = trainable(at)
     at.button(key="preset:scenario2").click().run()
     heads = trainable(at)

@@ -71,9 +71,14 @@ def clip(page, name: str, y0: float, y1: float) -> None:
     small_png(OUT / name)
 
 
-def charts_bottom(page) -> float:
-    return page.evaluate("() => Math.max(...[...document.querySelectorAll('.js-plotly-plot')]"
-                         ".map(p => p.getBoundingClientRect().bottom))")
+def first_charts_bottom(page) -> float:
+    """The bottom of the first row of charts in view (a hidden tab's charts have no size)."""
+    return page.evaluate("""() => {
+        const boxes = [...document.querySelectorAll('.js-plotly-plot')].map(p => p.getBoundingClientRect())
+            .filter(b => b.height > 0);
+        const top = Math.min(...boxes.map(b => b.top));
+        return Math.max(...boxes.filter(b => b.top - top < 5).map(b => b.bottom));
+    }""")
 
 
 def shoot(url: str) -> None:
@@ -82,6 +87,7 @@ def shoot(url: str) -> None:
         page.goto(url)
         page.get_by_role("button", name="Scenario 2", exact=True).click(timeout=120_000)
         page.get_by_text("Scenario 2: freeze the backbone").first.wait_for(timeout=60_000)
+        page.mouse.move(0, 0)  # no tooltip over the buttons
         page.wait_for_timeout(1000)
         clip(page, "train.png", top(page, "3. Freeze"), top(page, "4. Settings") - 20)
         page.get_by_role("button", name="Train", exact=True).click()
@@ -89,14 +95,13 @@ def shoot(url: str) -> None:
                                ".some(p => p.data && p.data[2] && p.data[2].x.length > 2)", timeout=600_000)
         page.wait_for_timeout(1500)
         start = top(page, "5. Train and watch")
-        clip(page, "live.png", start, min(charts_bottom(page), start + 1100))
+        clip(page, "live.png", start, first_charts_bottom(page) + 40)  # the legend hangs below the chart
         page.get_by_text(": finished").first.wait_for(timeout=900_000)
         page.get_by_role("tab", name="Compare runs").click()
         page.get_by_text("Runs to compare (pick two or more)").wait_for(timeout=60_000)
-        page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 2", timeout=60_000)
+        page.get_by_text("What differs", exact=True).wait_for(timeout=60_000)
         page.wait_for_timeout(2000)
-        start = page.get_by_text("Tags", exact=True).first.bounding_box()["y"]
-        clip(page, "compare.png", start, min(charts_bottom(page), start + 1300))
+        clip(page, "compare.png", top(page, "Tags"), top(page, "What differs") - 16)
 
 
 def main() -> None:
