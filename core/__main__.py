@@ -21,7 +21,7 @@ from core.child import RUN_FOLDER, SWEEP_FOLDER
 from core.config import ConfigError, load_config, parse_config_text
 from core.data import DataError
 from core.device import DeviceError
-from core.freezing import FreezeError
+from core.freezing import FreezeError, share_text
 from core.locks import BusyError
 from core.runs import RunError, RunStore
 
@@ -108,7 +108,19 @@ def parser() -> argparse.ArgumentParser:
     presets.set_defaults(command=cmd_presets)
     device = sub.add_parser("device", help="say which device training would use")
     device.set_defaults(command=cmd_device)
-    runs = sub.add_parser("runs", help="list stored runs")
+    runs = sub.add_parser("runs", help="list stored runs (filtered), or show one and set its note and tags",
+                          epilog="Examples: runs RUN --note 'lr too high?' --tag baseline --untag draft; "
+                                 "runs --tagged baseline --status finished. Tags are one word each, stored "
+                                 "lower-case; --untag is applied after --tag; --note '' clears the note.")
+    runs.add_argument("run", nargs="?", help="a run id or run folder: show it, or change its note and tags")
+    runs.add_argument("--note", help="set the run's note (replaces the old one; '' clears it)")
+    runs.add_argument("--tag", action="append", default=[], metavar="TAG", help="add a tag (repeatable)")
+    runs.add_argument("--untag", action="append", default=[], metavar="TAG", help="remove a tag (repeatable)")
+    for flag, metavar, what in (("--tagged", "TAG", "tag"), ("--preset", "PRESET", "preset (custom: by hand)"),
+                                ("--status", "STATUS", "status, e.g. finished"),
+                                ("--backbone", "BACKBONE", "backbone")):
+        runs.add_argument(flag, action="append", default=[], metavar=metavar,
+                          help=f"list only runs with this {what}; repeatable: any of them")
     runs.add_argument("--runs-dir", default="runs")
     runs.add_argument("--json", action="store_true")
     runs.set_defaults(command=cmd_runs)
@@ -134,9 +146,10 @@ def cmd_train(args) -> int:
         if main:
             for note in experiment.notes:
                 print(f"note: {note}", file=sys.stderr)
-            print(f"backbone {config.backbone}: {experiment.params['trainable']:,} of "
-                  f"{experiment.params['total']:,} parameters trainable; frozen: "
-                  f"{', '.join(experiment.plan.frozen) or 'nothing'}", file=sys.stderr)
+            params = experiment.params
+            share = share_text(params["trainable"] / max(1, params["total"]))
+            print(f"backbone {config.backbone}: {params['trainable']:,} of {params['total']:,} parameters "
+                  f"trainable ({share}); frozen: {', '.join(experiment.plan.frozen) or 'nothing'}", file=sys.stderr)
             if experiment.adapter is not None:
                 print(adapters.describe(experiment.adapter.report), file=sys.stderr)
         bar = None if args.quiet or not main else ProgressBar()
@@ -226,7 +239,7 @@ def print_table(record: dict) -> None:
         print("no member finished")
         return
     tasks = list(table[0]["tasks"])
-    print(f"{'variant':<16} {'trainable':>11} {'share':>6} {'train s':>8}  " +
+    print(f"{'variant':<16} {'trainable':>11} {'share':>7} {'train s':>8}  " +
           "  ".join(f"{t + ' acc (sd)':>22} {'F1':>5}" + (f" {'recov':>5}" if recovery else "") for t in tasks))
     for row in table:
         cells = []
@@ -237,7 +250,7 @@ def print_table(record: dict) -> None:
             if recovery:
                 r = recovery["tasks"][t].get(row["variant"])
                 cells[-1] += f" {r:>5.2f}" if r is not None else f" {'-':>5}"
-        print(f"{row['variant']:<16} {row['trainable']:>11,} {row['trainable_fraction']:>6.1%} "
+        print(f"{row['variant']:<16} {row['trainable']:>11,} {share_text(row['trainable_fraction']):>7} "
               f"{row['train_seconds_mean']:>8.1f}  " + "  ".join(cells))
     if recovery:
         print(f"recovery: (acc - {recovery['all_frozen']}) / ({recovery['full']} - {recovery['all_frozen']})")
@@ -417,21 +430,47 @@ def cmd_presets(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    runs = RunStore(args.runs_dir).list()
-    rows = []
-    for run in runs:
-        s = run.summary()
-        acc = {t: m.get("accuracy") for t, m in s.get("tasks", {}).items()}
-        rows.append({"run_id": run.id, "name": s.get("name"), "status": s.get("status"), "accuracy": acc})
+    """List the runs a filter keeps, or show one run after changing its note and tags."""
+    from core.history import facets, select
+    from core.runs import clean_tag
+
+    store = RunStore(args.runs_dir)
+    wanted = {"tag": [clean_tag(t) for t in args.tagged], "preset": args.preset, "status": args.status,
+              "backbone": args.backbone}
+    if args.run is None:
+        if args.note is not None or args.tag or args.untag:
+            raise RunError("--note, --tag and --untag change one run: name it, as in runs RUN --tag baseline")
+        runs = select(store.list(), wanted)
+    else:
+        if any(wanted.values()):
+            raise RunError("--tagged, --preset, --status and --backbone filter the list: give them without a RUN")
+        run = store.get(args.run)
+        store.mark_if_interrupted(run)
+        if args.note is not None or args.tag or args.untag:
+            run.annotate(args.note, args.tag, args.untag)
+        runs = [run]
+    rows = [run_row(run, facets(run)) for run in runs]
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(rows if args.run is None else rows[0], indent=2))
         return 0
     if not rows:
-        print(f"no runs in {args.runs_dir}")
+        filtered = " matching the filter" if any(wanted.values()) else ""
+        print(f"no runs{filtered} in {args.runs_dir}")
     for r in rows:
         acc = ", ".join(f"{t} {a:.3f}" for t, a in r["accuracy"].items() if a is not None) or "-"
-        print(f"{r['run_id']:<40} {r['status']:<12} {acc}")
+        tags = f"  [{', '.join(r['tags'])}]" if r["tags"] else ""
+        print(f"{r['run_id']:<40} {r['status']:<12} {acc}{tags}")
+        if args.run is not None and r["note"]:
+            print(f"  note: {r['note']}")
     return 0
+
+
+def run_row(run, found: dict[str, list[str]]) -> dict:
+    """One run as ``runs`` shows it (and its --json gives it)."""
+    summary = run.summary()
+    return {"run_id": run.id, "name": summary.get("name"), "status": summary.get("status"),
+            "preset": found["preset"][0], "backbone": found["backbone"][0], "tags": found["tag"], "note": run.note,
+            "accuracy": {t: m.get("accuracy") for t, m in summary.get("tasks", {}).items()}}
 
 
 if __name__ == "__main__":

@@ -127,5 +127,4 @@ def readout(part_counts: dict[str, int], frozen: set[str], kinds: dict[str, dict
                          "keeps": parts.kinds_in_words(kept or ())}
     total = sum(part_counts.values())
     trainable = sum(v["trainable"] for v in by_part.values())
-    return {"total": total, "trainable": trainable, "percent": 100.0 * trainable / total if total else 0.0,
-            "by_part": by_part}
+    return {"total": total, "trainable": trainable, "by_part": by_part}

@@ -2,8 +2,8 @@
 
 The zip holds one folder named after the run: ``model/`` (a Hugging Face folder: config, tokenizer,
 safetensors weights), ``heads.safetensors`` with ``heads.json`` (pooling and labels), the run's record
-(``config.yaml``, ``summary.json``, ``metrics.jsonl``, ``predictions.json``) and a model card,
-``README.md``. Only safetensors, JSON, YAML, text and tokenizer files go in, and only regular files of
+(``config.yaml``, ``summary.json``, ``metrics.jsonl``, ``predictions.json``, ``notes.json`` where they exist)
+and a model card, ``README.md``. Only safetensors, JSON, YAML, text and tokenizer files go in, and only regular files of
 the run: a symbolic link is refused rather than followed, so nothing outside the run can leak into a
 download, and a pickle file is refused as it is when loading (it can run code).
 
@@ -26,11 +26,12 @@ from typing import BinaryIO
 
 from core.adapters import describe as adapter_line
 from core.checkpoints import check_safe_weights, describe_source, save_rebuilt
+from core.freezing import share_text
 from core.runs import Run, RunError
 
 EXPORTABLE = ("finished", "evaluated", "stopped")
 RECORD_FILES = ("heads.safetensors", "heads.json", "config.yaml", "summary.json", "metrics.jsonl",
-                "predictions.json")
+                "predictions.json", "notes.json")
 MODEL_SUFFIXES = (".safetensors", ".json", ".txt", ".model")  # weights; config and tokenizer; vocab; sentencepiece
 MODEL_FOLDER = "model"
 ADAPTER_FOLDER = "adapter"
@@ -153,7 +154,7 @@ def model_card(run: Run, rebuilt_on: str | None = None) -> str:
 
 def frozen_section(summary: dict) -> str:
     params = summary.get("params", {})
-    share = f" ({params['trainable'] / params['total']:.1%})" if params.get("total") else ""
+    share = f" ({share_text(params['trainable'] / params['total'])})" if params.get("total") else ""
     frozen = ", ".join(f"`{part}`" for part in summary.get("frozen", [])) or "nothing"
     preset = f"Preset `{summary['preset']}`. " if summary.get("preset") else ""
     adapter = summary.get("adapter")

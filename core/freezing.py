@@ -170,6 +170,23 @@ def count_parameters(model) -> dict:
     return {"total": total, "trainable": trainable, "by_part": by_part}
 
 
+def share_text(fraction: float | None) -> str | None:
+    """A trainable share (trainable / total) as people read it: the one format for the page, the CLI
+    and the model card. A small share stays small and never reads 0 while something trains (2,695 of
+    22.6M: '0.012%'); '100%' only when nothing is frozen. None stays None (no total known).
+    """
+    if fraction is None:
+        return None
+    percent = 100 * fraction
+    if percent in (0, 100):
+        return f"{percent:.0f}%"
+    if percent < 0.001:
+        return "<0.001%"
+    if percent < 1:
+        return f"{percent:.2g}%"
+    return ">99.9%" if percent >= 99.95 else f"{percent:.1f}%"
+
+
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 

@@ -10,7 +10,7 @@ import streamlit as st
 
 from core import parts as part_names
 from core.anatomy import head_kinds, head_parameters, outline, readout, remembered_description
-from core.freezing import FreezeError, FreezePlan
+from core.freezing import FreezeError, FreezePlan, share_text
 from core.layer_rates import part_rates
 from core.presets import PRESETS, preset_plan
 from core.schedules import next_plan, nothing_to_change
@@ -231,8 +231,9 @@ def readout_panel(described: dict, frozen: set[str]) -> None:
     s = st.session_state
     rates = part_rates(list(described["parts"]), s.learning_rate, s.head_learning_rate, s.layer_lr_decay)
     c1, c2 = st.columns([1, 2])
-    c1.metric("Trainable parameters", f"{figures['trainable']:,}",
-              f"{figures['percent']:.1f}% of {figures['total']:,}", delta_color="off")
+    share = share_text(figures["trainable"] / max(1, figures["total"]))
+    c1.metric("Trainable parameters", f"{figures['trainable']:,}", f"{share} of {figures['total']:,}",
+              delta_color="off")
     with c2:
         st.html(parts_table(figures["by_part"], rates))
 
