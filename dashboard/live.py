@@ -228,7 +228,7 @@ def cache_note(cache: dict | None) -> str:
 
 
 def draw_run(run) -> None:
-    events = run.events()
+    events = resources.event_log(str(run.path)).update()
     progress = [e for e in events if e.kind == "progress"]
     if progress:
         p = progress[-1]
