@@ -18,6 +18,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from streamlit.web.server.server_util import is_xsrf_enabled
+from streamlit.web.server.starlette.starlette_app_utils import validate_xsrf_token
+from streamlit.web.server.starlette.starlette_server_config import XSRF_COOKIE_NAME
+from streamlit.web.server.starlette.starlette_websocket import _is_origin_allowed  # the websocket's own check
 
 from core import events as ev
 from core.runs import RunError, RunStore
@@ -34,11 +38,6 @@ def refusal(status: int, message: str) -> JSONResponse:
 
 def request_refusal(request: Request) -> JSONResponse | None:
     """Streamlit's own rules for its endpoints, applied to this one: None if the request may be answered."""
-    from streamlit.web.server.server_util import is_xsrf_enabled
-    from streamlit.web.server.starlette.starlette_app_utils import validate_xsrf_token
-    from streamlit.web.server.starlette.starlette_server_config import XSRF_COOKIE_NAME
-    from streamlit.web.server.starlette.starlette_websocket import _is_origin_allowed
-
     if not _is_origin_allowed(request.headers.get("origin"), request.headers.get("host")):
         return refusal(403, "this origin may not read the page's runs")
     if is_xsrf_enabled() and not validate_xsrf_token(request.headers.get("x-xsrftoken"),
@@ -84,7 +83,7 @@ async def run_events(request: Request) -> Response:
 @functools.cache
 def plotly_js() -> bytes:
     """The plotly.js that the installed plotly package ships (the version its figures are made for)."""
-    from plotly.offline import get_plotlyjs
+    from plotly.offline import get_plotlyjs  # imported when first asked: the first page loads no chart library
 
     return get_plotlyjs().encode("utf-8")
 

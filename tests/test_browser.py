@@ -180,6 +180,7 @@ def test_a_served_page_hides_local_paths_and_only_the_starter_or_the_teacher_sto
         visitor.get_by_label("Teacher's passcode").fill("owl-42")
         visitor.get_by_role("button", name="Unlock", exact=True).click()
         visitor.get_by_text("Teacher mode").first.wait_for(timeout=30_000)
+        expect(stop).to_have_count(1, timeout=30_000)  # the rerun has settled: the old, disabled Stop is gone
         stop.click()
         visitor.get_by_text("stopped at step").first.wait_for(timeout=60_000)
         visitor.screenshot(path=str(ARTIFACTS / "browser-teacher-stopped.png"), full_page=True)
