@@ -38,10 +38,12 @@ sys.path.insert(0, str(ROOT))
 from server import browser_page, streamlit_server  # noqa: E402
 
 # Runs in the page: every 50 ms, note the wall-clock time (ms since the epoch, the clock the trainer's
-# event times use) at which each step first appears in the first task's training-loss line.
-WATCH_POINTS_JS = """() => { window._seen = {}; setInterval(() => {
+# event times use) at which each step first appears in the first chart's training-loss line, and that
+# chart's task (the live chart names it; the older page drew the first task of the events first).
+WATCH_POINTS_JS = """() => { window._seen = {}; window._task = null; setInterval(() => {
   const p = document.querySelector('.js-plotly-plot');
   if (!p || !p.data || !p.data[0]) return;
+  window._task = p.dataset.task || null;
   const now = Date.now();
   for (const step of p.data[0].x) if (!(step in window._seen)) window._seen[step] = now; }, 50); }"""
 
@@ -131,6 +133,7 @@ def page_run(args, runs: Path, watch: bool = True) -> dict:
     what is left is the cost of the page's machinery alone, without a browser drawing charts."""
     env = {"FREEZE_LAB_RUNS_DIR": str(runs), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     seen: dict[int, float] = {}
+    charted_task = None
     clock = ChromiumClock()
     with browser_page() as page, streamlit_server(env, root=args.page_root) as (url, _):
         page.goto(url)
@@ -160,12 +163,13 @@ def page_run(args, runs: Path, watch: bool = True) -> dict:
         if watch:
             page.wait_for_timeout(1500)  # the last points' latency is measured too
             seen = {int(float(step)): ms / 1000 for step, ms in page.evaluate("() => window._seen").items()}
+            charted_task = page.evaluate("() => window._task")
             page.screenshot(path=str(ROOT / "bench" / "results" / "page-finished.png"))
     run = next(runs.iterdir())
     summary = json.loads((run / "summary.json").read_text())
     steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    first_task = next(e["task"] for e in steps if e["kind"] == "step")
-    event_time = {e["step"]: e["time"] for e in steps if e["kind"] == "step" and e["task"] == first_task}
+    task = charted_task or next(e["task"] for e in steps if e["kind"] == "step")
+    event_time = {e["step"]: e["time"] for e in steps if e["kind"] == "step" and e["task"] == task}
     latencies = [seen[s] - event_time[s] for s in seen if s in event_time]
     return {"latency_s": latencies, "summary": summary, "chromium_cpu_s_per_30s": clock.per_30s()}
 
