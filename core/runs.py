@@ -114,6 +114,17 @@ def pid_alive(pid: int | None, host: str | None = None) -> bool:
     return psutil.pid_exists(pid)
 
 
+def parse_events(lines: list[bytes]) -> list:
+    """The events among metrics.jsonl lines; a line that is not one (torn, or unknown) is skipped."""
+    out = []
+    for line in lines:
+        try:
+            out.append(ev.from_dict(json.loads(line)))
+        except (ValueError, TypeError, KeyError):  # UnicodeDecodeError is a ValueError
+            continue
+    return out
+
+
 class Run:
     """One run's folder."""
 
@@ -210,13 +221,24 @@ class Run:
         """Every stored event; a torn last line (a crash mid-write) is skipped."""
         if not self.metrics_path.exists():
             return []
-        out = []
-        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
-            try:
-                out.append(ev.from_dict(json.loads(line)))
-            except (ValueError, TypeError, KeyError):
-                continue
-        return out
+        return parse_events(self.metrics_path.read_bytes().splitlines())
+
+    def events_since(self, offset: int = 0) -> tuple[list, int]:
+        """The events appended after byte ``offset`` of metrics.jsonl, and the offset to ask from next.
+
+        Only whole lines are read: a last line without its newline (being written, or torn by a crash)
+        is left where it is and read by the call after it is complete, so across calls each event comes
+        back exactly once. A tick of the live view then costs what was appended, not the whole log."""
+        if offset < 0:
+            raise RunError(f"an offset into metrics.jsonl cannot be negative ({offset})")
+        try:
+            with open(self.metrics_path, "rb") as handle:  # bytes: offsets mean the same on every OS
+                handle.seek(offset)
+                appended = handle.read()
+        except FileNotFoundError:  # no event yet
+            return [], offset
+        whole = appended.rfind(b"\n") + 1
+        return parse_events(appended[:whole].splitlines()), offset + whole
 
     @property
     def status(self) -> str:
@@ -234,6 +256,24 @@ class Run:
     def disk_bytes(self) -> int:
         """What the run folder holds on disk, weights included."""
         return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+
+
+class EventLog:
+    """A run's events read so far, grown with ``events_since``: each ``update`` parses only what the
+    trainer appended since the last one. One object may serve several page sessions at once."""
+
+    def __init__(self, run: Run):
+        self.run = run
+        self.offset = 0
+        self._events: list = []
+        self._lock = threading.Lock()
+
+    def update(self) -> list:
+        """Every event so far (a copy: a later update does not change what the caller holds)."""
+        with self._lock:
+            new, self.offset = self.run.events_since(self.offset)
+            self._events.extend(new)
+            return list(self._events)
 
 
 class RunStore:

@@ -1,6 +1,10 @@
-"""Train, Stop, and the live view of the current run. The view is an ``st.fragment``
-that refreshes itself while a run is active (once a second on the CPU, twice on a GPU),
-reading the run's folder (the same record a reload, a restart or a comparison reads)."""
+"""Train, Stop, and the live view of the current run, read from the run's folder (the same record a
+reload, a restart or a comparison reads).
+
+The charts are a live chart (live_chart.py) that appends each new point in the browser from the page's
+route, with no Streamlit rerun. The rest of the view (status, queue, where learning happened) is an
+``st.fragment`` that refreshes itself every few seconds while a run is active: each such rerun makes
+Streamlit's frontend redraw the page's elements, which costs training CPU time when both share the CPU."""
 
 from __future__ import annotations
 
@@ -10,18 +14,22 @@ from core import parts as part_names
 from core.adapters import describe as adapter_line
 from core.presets import PRESETS
 from core.locks import BusyError
-from dashboard import access, change_view, charts, resources
+from dashboard import access, change_view, charts, live_chart, resources
 from dashboard.form import current_config, origin_backbone, train_counts
 
-# How often the live view redraws while a run is active. Each redraw costs the browser CPU time: on a
-# 2-core machine, twice a second instead of once took training from about 32 to 28 examples/s, and a
-# point then showed within 0.8 s of its event instead of 1.2 s (90th percentile). So a run on the CPU
-# is redrawn once a second, and a run on a GPU, which the browser does not slow down, twice.
-REFRESH_SECONDS = {"gpu": 0.5, "cpu": 1.0}
+# How often the live chart asks for new points. A poll with nothing new costs a small request and no
+# drawing, so it is frequent enough for a point to show within a second of its event on any device.
+POLL_SECONDS = 0.5
+# How often the rest of the live view (status, queue, the change map) is rerun while a run is active.
+# A rerun redraws the page's elements in the browser; on a 2-core machine a fragment that drew one line
+# of text each second cost chromium 5 CPU-seconds per 30 s of training, taken from training. On a GPU,
+# which the browser does not slow down, it is rerun more often.
+REFRESH_SECONDS = {"gpu": 2.0, "cpu": 5.0}
+PREPARING_SECONDS = 1.0  # while the backbone and the data load (nothing trains yet): the chart soon appears
 
 
 def refresh_seconds(device_label: str | None) -> float:
-    """The live view's redraw interval for the device that trains ('cuda (...)', 'mps (...)', 'cpu (...)');
+    """The live view's rerun interval for the device that trains ('cuda (...)', 'mps (...)', 'cpu (...)');
     the CPU's while it is not known yet."""
     on_gpu = (device_label or "").startswith(("cuda", "mps"))
     return REFRESH_SECONDS["gpu" if on_gpu else "cpu"]
@@ -29,8 +37,8 @@ def refresh_seconds(device_label: str | None) -> float:
 
 def train_section(frozen: list[str], preset: dict | None, parts: list[str]) -> None:
     """Train and Stop, the chart options, then the live view. Only the live view refreshes while a run
-    is active: every element in it is redrawn by the browser each second, so it holds no more than the
-    status, the queue, the progress and the charts (a button or an option changed reruns the page).
+    is active (its chart on its own, the rest every few seconds), so it holds no more than the status,
+    the queue, the charts and the change map (a button or an option changed reruns the page).
 
     One run trains at a time; Train while another trains puts this visitor's run in the queue. Stop is
     offered to whoever may stop the run that trains (its starter, the teacher, or anyone on a one-person
@@ -70,12 +78,14 @@ def train_section(frozen: list[str], preset: dict | None, parts: list[str]) -> N
     o1.radio("x axis", ["step", "epoch"], key="x_axis", horizontal=True)
     o2.slider("Smoothing", 0.0, 0.95, key="smoothing", step=0.05, help="Moving average of the training loss.")
     refresh = active or bool(mine_waiting)
-    st.fragment(run_every=refresh_seconds(resources.known_device_label()) if refresh else None)(live_view)()
+    every = refresh_seconds(resources.known_device_label()) if job.run is not None else PREPARING_SECONDS
+    st.fragment(run_every=every if refresh else None)(live_view)()
 
 
 def page_signature(job, mine_waiting: list) -> tuple:
-    """What the buttons were drawn for: when it changes (a run ended, the next one began), redraw the page."""
-    return id(job), bool(job and job.active), len(mine_waiting)
+    """What the buttons were drawn for: when it changes (a run ended, the next one began, a run's folder
+    appeared, a sweep moved to its next member), redraw the page."""
+    return id(job), bool(job and job.active), len(mine_waiting), job and job.run and job.run.id
 
 
 def start_training(frozen: list[str], preset: dict | None, sweep: dict | None = None,
@@ -254,25 +264,22 @@ def cache_note(cache: dict | None) -> str:
 
 
 def draw_run(run) -> None:
-    events = run.events()
-    progress = [e for e in events if e.kind == "progress"]
-    if progress:
-        p = progress[-1]
-        fraction = p.step / p.total_steps if p.total_steps else 1.0
-        st.progress(min(fraction, 1.0), text=f"step {p.step} / {p.total_steps} · epoch {p.epoch:.2f} · "
-                                              f"{p.examples_per_second:.0f} examples/s · ETA {p.eta_seconds:.0f} s")
+    events = resources.event_log(str(run.path)).update()
     notes = [e.message for e in events if e.kind == "state" and e.state == "started" and e.message]
     summary = run.summary()
     if notes:
         st.caption(notes[-1] + ". " + cache_note(summary.get("cache")))
     if summary.get("adapter"):
         st.caption(adapter_line(summary["adapter"]) + ".")
-    tasks = charts.tasks_in(events)
-    if not tasks:
-        st.caption("Waiting for the first step...")
-        return
-    for column, task in zip(st.columns(len(tasks)), tasks):
-        column.plotly_chart(charts.task_figure(events, task, st.session_state.x_axis, st.session_state.smoothing),
-                            key=f"live:{task}")
+    live_chart.live_chart(run.id, run_tasks(run, events), st.session_state.x_axis, st.session_state.smoothing,
+                          POLL_SECONDS, key="live:chart")
     with st.expander("Where learning happened", expanded=True):
         change_view.change_section(run, events, key="live:change")
+
+
+def run_tasks(run, events: list) -> list[str]:
+    """The run's tasks, from its config (so the charts are there before the first step), else its events."""
+    try:
+        return run.config().task_names
+    except (OSError, ValueError):
+        return charts.tasks_in(events)

@@ -12,7 +12,7 @@ import streamlit as st
 from core import child
 from core.anatomy import describe_cached
 from core.jobs import JobManager
-from core.runs import RunStore
+from core.runs import EventLog, Run, RunStore
 from dashboard.settings import runs_dir, train_in_process
 
 
@@ -41,6 +41,13 @@ def job_manager() -> JobManager:
 
 def run_store() -> RunStore:
     return RunStore(runs_dir())
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def event_log(run_path: str) -> EventLog:
+    """A run's events, kept per server and grown at each look: a tick parses what was appended, not the
+    whole metrics.jsonl (bench/live_tick.py measures both)."""
+    return EventLog(Run(run_path))
 
 
 class BackgroundResult:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
+APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "page.py")  # the page (app.py serves it with its routes)
 
 
 def new_app(backbone: str, fresh_server: bool = True):
@@ -62,3 +62,11 @@ def stop_every_job(timeout: float = 120) -> None:
     job = manager.current()
     if job is not None:
         job.wait(timeout)
+
+
+def live_chart_data(at) -> dict | None:
+    """What the page sent its live chart (dashboard/live_chart.py): figures per task, offset, options."""
+    import json
+
+    charts = [c for c in at.get("bidi_component") if c.proto.component_name == "freeze_lab.live_chart"]
+    return json.loads(charts[0].proto.json) if charts else None

@@ -25,10 +25,11 @@ def free_port() -> int:
 
 @contextmanager
 def streamlit_server(env: dict[str, str], timeout: float = 60.0, keep_bytecode: bool = False,
-                     address: str = "127.0.0.1"):
+                     address: str = "127.0.0.1", root: Path = ROOT):
     """Yield (url, launch time); the server is stopped afterwards. ``keep_bytecode`` lets Python write and
     reuse its bytecode cache even where the environment says not to (as Python does by default).
-    ``address``: another loopback address such as 127.0.0.2 makes the page count itself as served."""
+    ``address``: another loopback address such as 127.0.0.2 makes the page count itself as served.
+    ``root``: the checkout whose page is served (a benchmark may serve an older one)."""
     port = free_port()
     env = {**os.environ, **env}
     if keep_bytecode:
@@ -37,7 +38,7 @@ def streamlit_server(env: dict[str, str], timeout: float = 60.0, keep_bytecode: 
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
          "--server.address", address, "--server.headless", "true"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://{address}:{port}"
     try:
         while True:

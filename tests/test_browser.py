@@ -6,9 +6,14 @@ Skipped when chromium or playwright is missing, unless FREEZE_LAB_REQUIRE_BROWSE
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import os
 import shutil
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -175,6 +180,7 @@ def test_a_served_page_hides_local_paths_and_only_the_starter_or_the_teacher_sto
         visitor.get_by_label("Teacher's passcode").fill("owl-42")
         visitor.get_by_role("button", name="Unlock", exact=True).click()
         visitor.get_by_text("Teacher mode").first.wait_for(timeout=30_000)
+        expect(stop).to_have_count(1, timeout=30_000)  # the rerun has settled: the old, disabled Stop is gone
         stop.click()
         visitor.get_by_text("stopped at step").first.wait_for(timeout=60_000)
         visitor.screenshot(path=str(ARTIFACTS / "browser-teacher-stopped.png"), full_page=True)
@@ -237,3 +243,142 @@ def test_plotly_js_draws_the_change_heatmap_with_frozen_rows_between_trained_one
         page.locator(".hm").first.wait_for(timeout=10_000)
         assert errors == [] and page.locator(".hm").count() == 2  # both traces drawn
         assert page.get_by_text("layer.1 (frozen)").count() == 1 and page.get_by_text("frozen", exact=True).count() == 2
+
+
+@contextmanager
+def static_server(folder: Path):
+    """A plain HTTP server over ``folder`` on localhost (a page with an origin, as the live chart has)."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+# Per live chart (one per task): the number of points of each trace (train loss, validation loss, accuracy, F1).
+LIVE_POINTS_JS = """() => Object.fromEntries([...document.querySelectorAll('.fl-live-plot')]
+  .map(p => [p.dataset.task, (p.data || []).map(t => t.x.length)]))"""
+
+
+def stored_points(run_folder: Path) -> dict[str, list[int]]:
+    """What the stored run holds, counted the way the live chart draws it."""
+    events = [json.loads(line) for line in (run_folder / "metrics.jsonl").read_text().splitlines()]
+    tasks = sorted({e["task"] for e in events if e["kind"] == "step"})
+    evals = [e for e in events if e["kind"] == "eval"]
+    return {task: [sum(e["kind"] == "step" and e["task"] == task for e in events)]
+            + [sum(task in e["tasks"] for e in evals)] * 3 for task in tasks}
+
+
+def drawn_points(page, expected: dict, timeout: float) -> dict:
+    """The live charts' point counts once they equal ``expected``, or as they are after ``timeout`` seconds."""
+    deadline = time.time() + timeout
+    while (points := page.evaluate(LIVE_POINTS_JS)) != expected and time.time() < deadline:
+        page.wait_for_timeout(250)
+    return points
+
+
+def test_the_live_chart_shows_every_step_as_the_stored_run_has_it_and_again_after_a_reload(tmp_path, tiny_bert):
+    """The points arrive by appending (the first look shows fewer than the end), every step's point is there
+    by the end, each trace has as many points as the stored run, and a reload draws the same."""
+    env = {"FREEZE_LAB_RUNS_DIR": str(tmp_path / "runs"), "FREEZE_LAB_ALLOWED_DIRS": tiny_bert,
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    with streamlit_server(env) as (url, _), browser_page() as page:
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(url)
+        use_backbone(page, tiny_bert)
+        epochs = page.get_by_label("Epochs", exact=True).and_(page.locator("input"))
+        epochs.fill("1")
+        epochs.press("Enter")
+        every = page.get_by_label("Evaluate every N steps", exact=True).and_(page.locator("input"))
+        every.fill("20")
+        every.press("Enter")
+        page.wait_for_timeout(500)
+        page.get_by_role("button", name="Train", exact=True).click()
+        page.wait_for_function(f"() => Object.values(({LIVE_POINTS_JS})()).some(c => c[0] > 0)", timeout=120_000)
+        first_look = page.evaluate(LIVE_POINTS_JS)
+        page.get_by_text(": finished").first.wait_for(timeout=240_000)
+        (run,) = list((tmp_path / "runs").iterdir())
+        expected = stored_points(run)
+        assert drawn_points(page, expected, 10) == expected
+        steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
+                 if '"kind": "step"' in line]
+        drawn_steps = page.evaluate("() => [...document.querySelectorAll('.fl-live-plot')]"
+                                    ".flatMap(p => p.data[0].x)")
+        assert sorted(drawn_steps) == sorted(steps)  # every step's point, each once
+        assert sum(c[0] for c in first_look.values()) < len(steps)  # it grew by appending
+        page.screenshot(path=str(ARTIFACTS / "browser-live-chart.png"), full_page=True)
+        page.reload()
+        assert drawn_points(page, expected, 60) == expected
+        assert errors == []
+
+
+def test_the_live_chart_appends_only_new_points_and_asks_nothing_while_the_tab_is_hidden(tmp_path):
+    """live_chart.js alone, with plotly.js and a stand-in for the route: new events become points (smoothed as
+    Python smooths), a poll with nothing new draws nothing, plan events become marks, a hidden tab polls no
+    more and a visible one again, and the end of the run ends the polling."""
+    from plotly.offline import get_plotlyjs
+
+    from core.events import EvalEvent, StepEvent, to_dict
+    from dashboard.charts import smooth
+    from dashboard.live_chart import chart_data
+
+    first = [StepEvent(1, 0.1, "topic", 2.0, 1e-4), StepEvent(2, 0.2, "sentiment", 1.0, 1e-4)]
+    new = [StepEvent(3, 0.3, "topic", 1.0, 1e-4), EvalEvent(3, 0.3, {"topic": {"loss": 0.9, "accuracy": 0.5,
+                                                                                "macro_f1": 0.4}})]
+    data = chart_data("run-1", ["topic", "sentiment"], "step", 0.5, poll_seconds=0.05)
+    (tmp_path / "plotly.min.js").write_text(get_plotlyjs(), encoding="utf-8")
+    (tmp_path / "index.html").write_text("<div id='root'></div><script src='plotly.min.js'></script>")
+    with static_server(tmp_path) as url, browser_page() as page:
+        page.goto(f"{url}/index.html")
+        page.wait_for_function("() => window.Plotly")
+        page.evaluate("""async ({src, data, first}) => {
+          window.hidden = false;
+          Object.defineProperty(document, "hidden", {get: () => window.hidden, configurable: true});
+          window.polls = []; window.drawn = 0;
+          window.replies = [{events: first, offset: 100}];
+          const extend = Plotly.extendTraces, relayout = Plotly.relayout;
+          Plotly.extendTraces = (...a) => { window.drawn++; return extend(...a); };
+          Plotly.relayout = (...a) => { window.drawn++; return relayout(...a); };
+          window.fetch = async (url) => {
+            const offset = Number(new URL(url).searchParams.get("offset"));
+            window.polls.push(offset);
+            const body = window.replies.shift() || {events: [], offset};
+            return {ok: true, status: 200, json: async () => body};
+          };
+          const module = await import(URL.createObjectURL(new Blob([src], {type: "text/javascript"})));
+          module.default({data, parentElement: document.getElementById("root"), setTriggerValue() {}});
+        }""", {"src": (ROOT / "dashboard" / "live_chart.js").read_text(encoding="utf-8"), "data": data,
+               "first": [to_dict(e) for e in first]})
+        page.wait_for_function("() => window.polls.length >= 4")
+        assert page.evaluate("window.polls.slice(0, 3)") == [0, 100, 100]  # from the start, then from the end
+        assert page.evaluate("window.drawn") == 2  # one extendTraces per task chart; none for the empty polls
+        page.evaluate("(events) => window.replies.push({events, offset: 200})", [to_dict(e) for e in new])
+        page.wait_for_function("() => window.polls.includes(200)")
+        topic = page.evaluate("() => document.querySelector('[data-task=topic]').data.map(t => [t.x, t.y])")
+        assert topic[0] == [[1, 3], smooth([2.0, 1.0], 0.5)]  # the loss, smoothed as Python smooths it
+        assert topic[2] == [[3], [0.5]] and topic[3] == [[3], [0.4]]  # accuracy and macro-F1
+        assert page.evaluate("window.drawn") == 3  # one extendTraces more, for the one chart with new points
+        plan = {"kind": "plan", "step": 4, "frozen": ["embeddings", "layer.0"]}
+        page.evaluate("(events) => window.replies.push({events, offset: 300})", [plan])
+        page.wait_for_function("() => window.polls.includes(300)")
+        shapes = page.evaluate("() => document.querySelector('[data-task=sentiment]').layout.shapes")
+        assert [(s["x0"], s["yref"]) for s in shapes] == [(4, "paper")]
+        assert page.get_by_text("2 frozen").count() == 2  # the mark in both task charts
+        page.evaluate("() => { window.hidden = true; document.dispatchEvent(new Event('visibilitychange')); }")
+        page.wait_for_timeout(200)
+        hidden_polls = page.evaluate("window.polls.length")
+        page.wait_for_timeout(500)
+        assert page.evaluate("window.polls.length") == hidden_polls  # nothing asked while hidden
+        page.evaluate("() => { window.hidden = false; document.dispatchEvent(new Event('visibilitychange')); }")
+        page.wait_for_function(f"() => window.polls.length > {hidden_polls}")
+        page.evaluate("() => window.replies.push({events: [{kind: 'state', state: 'finished'}], offset: 400})")
+        page.wait_for_function("() => window.replies.length === 0")  # the last reply was read
+        page.wait_for_timeout(300)
+        ended = page.evaluate("window.polls.length")
+        page.wait_for_timeout(500)
+        assert page.evaluate("window.polls.length") == ended  # the run ended: no more polling

@@ -326,3 +326,50 @@ def test_delete_refuses_only_a_run_that_is_still_training(tmp_path):
     elsewhere.update_summary(host="another-host")  # our pid, but on another machine: not ours to wait for
     store.delete(elsewhere.id)
     assert not elsewhere.path.exists()
+
+
+def test_events_since_returns_each_event_once_across_ticks_even_when_a_line_is_torn(tmp_path):
+    """The live view's reader: what the trainer appends between two ticks comes back once, at the tick
+    after it is whole; a line half-written at a tick is neither returned nor skipped for good."""
+    from core.events import StepEvent, to_dict
+
+    run = Run(tmp_path)
+    assert run.events_since(0) == ([], 0)  # no metrics file yet
+    seen, offset = [], 0
+    run.append_event(StepEvent(1, 0.1, "topic", 1.5, 1e-4))
+    run.append_event(StepEvent(2, 0.2, "topic", 1.4, 1e-4))
+    new, offset = run.events_since(offset)
+    seen += new
+    line = json.dumps(to_dict(StepEvent(3, 0.3, "topic", 1.3, 1e-4))) + "\n"
+    with open(run.metrics_path, "a", encoding="utf-8") as handle:
+        handle.write(line[:20])  # torn: the writer is mid-line at this tick
+    new, torn_offset = run.events_since(offset)
+    assert new == [] and torn_offset == offset  # not consumed
+    with open(run.metrics_path, "a", encoding="utf-8") as handle:
+        handle.write(line[20:])  # completed
+    new, offset = run.events_since(torn_offset)
+    seen += new
+    assert run.events_since(offset) == ([], offset)  # nothing new: nothing returned twice
+    run.append_event(StepEvent(4, 0.4, "topic", 1.2, 1e-4))
+    new, offset = run.events_since(offset)
+    seen += new
+    assert [e.step for e in seen] == [1, 2, 3, 4]
+    assert seen == run.events() and offset == run.metrics_path.stat().st_size
+    with pytest.raises(RunError, match="negative"):
+        run.events_since(-1)
+
+
+def test_the_event_log_grows_by_what_was_appended(tmp_path, monkeypatch):
+    from core.events import StepEvent
+    from core.runs import EventLog
+
+    run = Run(tmp_path)
+    log = EventLog(run)
+    run.append_event(StepEvent(1, 0.1, "topic", 1.5, 1e-4))
+    assert [e.step for e in log.update()] == [1] and log.offset == run.metrics_path.stat().st_size
+    run.append_event(StepEvent(2, 0.2, "topic", 1.4, 1e-4))
+    asked = []
+    original = Run.events_since
+    monkeypatch.setattr(Run, "events_since", lambda self, offset: asked.append(offset) or original(self, offset))
+    assert [e.step for e in log.update()] == [1, 2]
+    assert asked and asked[0] > 0  # it read from where the last update stopped, not from the start

@@ -1,0 +1,45 @@
+"""The live chart of a training run: per task, the loss above and validation accuracy and macro-F1 below
+(the layout of ``charts.task_figure``), extended in the browser as the run's events arrive.
+
+A custom component (``st.components.v2``, in the page itself, no iframe) gets only the empty figures and
+where to read from. Its JavaScript (live_chart.js) fetches the run's events from the page's read-only
+route (routes.py), from offset 0 at first (so a reload or a second tab draws the whole run), then only
+what was appended since, and adds their points with ``Plotly.extendTraces``. A new point costs the
+browser a small request and one trace update, not a Streamlit rerun that re-renders the page and rebuilds
+both charts; a poll with nothing new draws nothing. Python's data changes only with the run or an option
+(x axis, smoothing), and only then is the chart drawn afresh.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from dashboard import charts, routes
+
+CSS = """
+.fl-live-status { font-size: 0.9rem; color: rgba(49, 51, 63, 0.75); min-height: 1.4rem; }
+.fl-live-bar { width: 100%; height: 0.5rem; accent-color: #2f6fde; }
+.fl-live-grid { display: grid; gap: 1rem; }
+.fl-live-plot { min-width: 0; }
+"""
+
+COMPONENT = st.components.v2.component(
+    "freeze_lab.live_chart", js=Path(__file__).with_name("live_chart.js").read_text(encoding="utf-8"), css=CSS,
+    isolate_styles=False)  # plotly.js styles its hover labels and mode bar from the page's head
+
+
+def chart_data(run_id: str, tasks: list[str], x_axis: str, smoothing: float, poll_seconds: float) -> dict:
+    """What the component starts from: an empty figure per task, the options, and the route to poll."""
+    return {
+        "run": run_id, "x": x_axis, "smoothing": smoothing,
+        "figures": {task: charts.task_figure([], task, x_axis, smoothing) for task in tasks},
+        "events_url": routes.EVENTS_PATH.format(run_id=run_id),
+        "plotly_url": f"{routes.PLOTLY_PATH}?v={routes.plotly_version()}",
+        "poll_ms": round(1000 * poll_seconds),
+    }
+
+
+def live_chart(run_id: str, tasks: list[str], x_axis: str, smoothing: float, poll_seconds: float, key: str) -> None:
+    COMPONENT(key=key, data=chart_data(run_id, tasks, x_axis, smoothing, poll_seconds))

@@ -1,0 +1,51 @@
+"""Freeze Lab's page: see what freezing does to a transformer.
+
+Served by ``streamlit run dashboard/app.py`` (the page and its read-only routes). This file only lays out
+the page; each section lives in its own module and all modelling happens in ``core``.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import streamlit as st  # noqa: E402
+
+from dashboard import access, form, freeze_panel, inspect_view, live, resources, runs_view, sweeps_view  # noqa: E402,E501
+
+# A material icon, not an emoji: checking an emoji compiles a large regular expression on the first run.
+st.set_page_config(page_title="Freeze Lab", page_icon=":material/ac_unit:", layout="wide")
+form.init_state()
+st.title("❄️ Freeze Lab")
+st.caption("Pick a pretrained encoder, choose which parts are frozen, train two heads (topic and sentiment), "
+           "watch them learn, then change one toggle and compare.")
+st.caption(access.mode_line())
+access.teacher_panel()
+
+# Only the open tab's content runs (on_change="rerun"), except Train: it is always drawn, so its settings
+# and its live view survive a visit to the other tabs, whose widgets keep their values through keep_state.
+train_tab, compare_tab, sweeps_tab, inspect_tab = st.tabs(["Train", "Compare runs", "Sweeps", "Inspect a run"],
+                                                          key="tab", on_change="rerun")
+with train_tab:
+    form.backbone_section()
+    form.data_section()
+    labels = form.task_labels()
+    frozen, preset, parts = freeze_panel.freeze_section(labels)
+    form.settings_section()
+    live.train_section(frozen, preset, parts)
+with compare_tab:
+    if compare_tab.open:
+        runs_view.compare_section()
+    else:
+        resources.keep_state(runs_view.KEYS)
+with sweeps_tab:
+    if sweeps_tab.open:
+        sweeps_view.sweeps_section()
+    else:
+        resources.keep_state(sweeps_view.KEYS)
+with inspect_tab:
+    if inspect_tab.open:
+        inspect_view.inspect_section()
+    else:
+        resources.keep_state(inspect_view.KEYS)
+st.session_state[resources.FIRST_RUN_DONE] = True
