@@ -286,7 +286,7 @@ def cmd_compare(args) -> int:
 
 def cmd_inspect(args) -> int:
     """The final change per part (frozen parts marked: their 0 is exact), then the metrics."""
-    from core.changes import NO_CHANGE_MAP, final_rows
+    from core.change_history import NO_CHANGE_MAP, final_rows
 
     store = RunStore(args.runs_dir)
     run = store.get(args.run)

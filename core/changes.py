@@ -14,7 +14,7 @@ weights), where ``core.cache.choose_storage`` puts large tensors: on the GPU onl
 when it takes a small share of the free memory, else in CPU memory, else in a
 memory-mapped file in the run folder, removed when the run ends. The trainer records
 at every evaluation and at the end; ``metrics.jsonl`` gets ``change`` events and
-``summary.json`` the last record.
+``summary.json`` the last record; ``core.change_history`` reads them back.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from pathlib import Path
 import torch
 
 START_FILE = "change_start.bin"  # the memory-mapped starting weights, while a run needs them
-NO_CHANGE_MAP = "this run is from before the change map was recorded: train it again to see where it learned"
 
 
 class ChangeMap:
@@ -96,18 +95,3 @@ class ChangeMap:
         self.start = torch.empty(0)
         if self.path is not None:
             self.path.unlink(missing_ok=True)
-
-
-def final_rows(summary: dict) -> list[dict]:
-    """A finished run's change per part, input to output: {part, frozen, relative_change, grad_norm}."""
-    frozen = set(summary.get("frozen", []))
-    return [{"part": part, "frozen": part in frozen, **figures} for part, figures in summary.get("change", {}).items()]
-
-
-def history(events: list, figure: str = "relative_change") -> tuple[list[int], dict[str, list[float]]]:
-    """From a run's events, the steps of its change records and each part's ``figure``
-    (``relative_change`` or ``grad_norm``) at each of them: the columns and rows of the page's heatmap."""
-    records = [e for e in events if getattr(e, "kind", None) == "change"]
-    steps = [r.step for r in records]
-    parts = list(records[-1].parts) if records else []
-    return steps, {part: [r.parts.get(part, {}).get(figure, 0.0) for r in records] for part in parts}

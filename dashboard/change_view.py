@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import changes, parts as part_names
+from core import change_history, parts as part_names
 from core.presets import plan_from_config
 from dashboard import charts
 from dashboard.freeze_panel import model_picture
@@ -29,16 +29,16 @@ def frozen_and_pooling(run, parts: list[str]) -> tuple[set[str], str]:
 
 def change_section(run, events: list, key: str) -> None:
     """The picture and the heatmap; a run before its first evaluation says when they come, an old run
-    without change events says so (``changes.NO_CHANGE_MAP``)."""
-    steps, moved = changes.history(events)
+    without change events says so (``change_history.NO_CHANGE_MAP``)."""
+    steps, moved = change_history.history(events)
     if not steps:
         status = run.summary().get("status", "running")
         if status == "running":
             st.caption("The change map appears at the first evaluation.")
         elif status != "failed":  # a run that failed before its first evaluation has said why above
-            st.info(changes.NO_CHANGE_MAP)
+            st.info(change_history.NO_CHANGE_MAP)
         return
-    _, grad_norms = changes.history(events, "grad_norm")
+    _, grad_norms = change_history.history(events, "grad_norm")
     frozen, pooling = frozen_and_pooling(run, list(moved))
     for plan in (e for e in events if e.kind == "plan"):  # a freeze schedule: frozen means frozen all along
         frozen &= set(plan.frozen)

@@ -127,7 +127,7 @@ def test_cli_inspect_says_an_old_run_has_no_change_map(tiny_bert, small_config, 
 
 
 def test_history_reads_either_figure_per_part_at_every_record():
-    from core.changes import history
+    from core.change_history import history
     from core.events import ChangeEvent, StepEvent
 
     events = [ChangeEvent(2, {"embeddings": {"relative_change": 0.0, "grad_norm": 0.0},

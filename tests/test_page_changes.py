@@ -89,7 +89,7 @@ def test_the_live_view_draws_the_same_heatmap_below_the_task_charts(finished):
 
 
 def test_a_run_from_before_the_change_map_says_so(page_env, finished, tiny_bert, tmp_path):
-    from core.changes import NO_CHANGE_MAP
+    from core.change_history import NO_CHANGE_MAP
     from core.runs import Run
 
     old = Run(shutil.copytree(finished.path, tmp_path / "runs" / finished.id))

@@ -104,14 +104,15 @@ def test_repeat_with_more_seeds_queues_the_same_setup_with_new_seeds(page_env, t
 
 
 def test_the_page_reads_sweeps_and_verdicts_without_importing_torch():
-    """The server never imports torch: the Sweeps tab and the verdict read JSON through core.sweep and
-    core.compare, which must stay importable without it."""
+    """The server never imports torch: the Sweeps tab, the verdict, the live view and Inspect (the change map
+    through core.change_history) read JSON, and must stay importable without it."""
     import subprocess
     import sys
 
     from conftest import ROOT
 
-    code = ("import sys; import core.sweep, core.compare, core.jobs, dashboard.sweeps_view, dashboard.runs_view; "
+    code = ("import sys; import core.sweep, core.compare, core.jobs, dashboard.sweeps_view, dashboard.runs_view, "
+            "dashboard.live, dashboard.inspect_view, dashboard.freeze_panel, dashboard.form; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
