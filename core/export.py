@@ -159,7 +159,7 @@ def frozen_section(summary: dict) -> str:
     preset = f"Preset `{summary['preset']}`. " if summary.get("preset") else ""
     adapter = summary.get("adapter")
     lora = (f"Trained with low-rank adapters (peft): {adapter_line(adapter)}. `model/` has them merged into its "
-            "weights; `adapter/` holds the adapter alone (`PeftModel.from_pretrained(base, \"adapter\")`). "
+            "weights; `adapter/` holds the adapter alone, for peft's `PeftModel.from_pretrained` on the base model. "
             if adapter else "")
     return (f"## What was frozen\n\n{preset}{lora}Frozen parts: {frozen}. Trainable: "
             f"{params.get('trainable', 0):,} of "

@@ -335,7 +335,7 @@ def test_several_bad_settings_are_named_in_one_line(tmp_path, capsys):
     ("training: 5\n", "invalid config: training: Input should be a valid dictionary or instance of TrainingConfig"),
     ("freeze:\n  parts: layer.0\n", "invalid config: freeze.parts: Input should be a valid list"),
     ("freeze:\n  preset: everything\n", "invalid config: freeze.preset: Input should be 'none', 'scenario1', "
-                                        "'scenario2', 'scenario3', 'lower_k' or 'top_quarter'"),
+                                        "'scenario2', 'scenario3', 'lower_k', 'top_quarter', 'bitfit' or 'norms_only'"),
     ("freeze:\n  preset: lower_k\n", "invalid config: freeze: preset lower_k needs k (the number of lower layers to "
                                      "freeze)"),
     ("- a list\n- not a mapping\n", "invalid config: the top level must be a mapping of keys to values"),
