@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
-from server import browser_page, streamlit_server  # noqa: E402
+from server import browser_page, fill_number, streamlit_server  # noqa: E402
 
 # Runs in the page: every 50 ms, note the wall-clock time (ms since the epoch, the clock the trainer's
 # event times use) at which each step first appears in the first chart's training-loss line, and that
@@ -138,12 +138,8 @@ def page_run(args, runs: Path, watch: bool = True) -> dict:
     with browser_page() as page, streamlit_server(env, root=args.page_root) as (url, _):
         page.goto(url)
         page.get_by_text("Trainable parameters").first.wait_for(timeout=120_000)
-        epochs = page.get_by_label("Epochs", exact=True).and_(page.locator("input"))
-        epochs.fill(str(args.epochs))
-        epochs.press("Enter")
-        every = page.get_by_label("Evaluate every N steps", exact=True).and_(page.locator("input"))
-        every.fill("0")
-        every.press("Enter")
+        fill_number(page, "Epochs", args.epochs)
+        fill_number(page, "Evaluate every N steps", 0)
         page.wait_for_timeout(1000)
         page.get_by_role("button", name="Train", exact=True).click()
         if watch:

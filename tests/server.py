@@ -78,3 +78,10 @@ def browser():
 def browser_page():
     with browser() as launched:
         yield launched.new_page(viewport={"width": 1400, "height": 3000})
+
+
+def fill_number(page, label: str, value) -> None:
+    """Type a value into the page's number input with exactly this label, and commit it (Enter)."""
+    box = page.get_by_label(label, exact=True).and_(page.locator("input"))
+    box.fill(str(value))
+    box.press("Enter")

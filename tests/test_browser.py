@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from server import CHROMIUM, ROOT, browser, browser_page, streamlit_server
+from server import CHROMIUM, ROOT, browser, browser_page, fill_number, streamlit_server
 
 NEED_BROWSER = os.environ.get("FREEZE_LAB_REQUIRE_BROWSER") == "1"
 have_browser = Path(CHROMIUM).exists() and shutil.which("chromium") is not None
@@ -51,9 +51,7 @@ def test_preset_train_charts_stop_in_a_real_browser(tmp_path, tiny_bert):
         use_backbone(page, tiny_bert)
         page.get_by_role("button", name="Transfer learning").click()
         page.get_by_text("Transfer learning: freeze the lower k layers").first.wait_for(timeout=30_000)
-        epochs = page.get_by_label("Epochs", exact=True).and_(page.locator("input"))
-        epochs.fill("30")
-        epochs.press("Enter")
+        fill_number(page, "Epochs", 30)
         page.wait_for_timeout(500)
         page.get_by_role("button", name="Train", exact=True).click()
         page.wait_for_function(f"() => ({POINTS_JS})().some(n => n > 0)", timeout=90_000)
@@ -196,9 +194,7 @@ def test_a_two_member_sweep_runs_end_to_end_in_a_real_browser(tmp_path, tiny_ber
     with streamlit_server(env) as (url, _), browser_page() as page:
         page.goto(url)
         use_backbone(page, tiny_bert)
-        epochs = page.get_by_label("Epochs", exact=True).and_(page.locator("input"))
-        epochs.fill("1")
-        epochs.press("Enter")
+        fill_number(page, "Epochs", 1)
         page.wait_for_timeout(500)
         page.get_by_role("button", name="Sweep", exact=True).click()
         page.get_by_text("presets", exact=True).click()
@@ -291,12 +287,8 @@ def test_the_live_chart_shows_every_step_as_the_stored_run_has_it_and_again_afte
         page.on("pageerror", lambda error: errors.append(str(error)))
         page.goto(url)
         use_backbone(page, tiny_bert)
-        epochs = page.get_by_label("Epochs", exact=True).and_(page.locator("input"))
-        epochs.fill("1")
-        epochs.press("Enter")
-        every = page.get_by_label("Evaluate every N steps", exact=True).and_(page.locator("input"))
-        every.fill("20")
-        every.press("Enter")
+        fill_number(page, "Epochs", 1)
+        fill_number(page, "Evaluate every N steps", 20)
         page.wait_for_timeout(500)
         page.get_by_role("button", name="Train", exact=True).click()
         page.wait_for_function(f"() => Object.values(({LIVE_POINTS_JS})()).some(c => c[0] > 0)", timeout=120_000)
