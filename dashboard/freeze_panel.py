@@ -14,13 +14,10 @@ from core.freezing import FreezeError
 from core.presets import PRESETS, preset_plan
 from dashboard import resources
 from dashboard.charts import percent
-from dashboard.form import selected_backbone, trains_backbone_key
+from dashboard.form import selected_backbone
+from dashboard.page_settings import toggle_key, trains_backbone_key
 
 FROZEN_COLOR, TRAINABLE_COLOR = "#9db4d6", "#f7a35c"
-
-
-def toggle_key(part: str) -> str:
-    return f"freeze:{part}"
 
 
 def current_parts(labels: dict[str, list[str]]) -> tuple[list[str], dict[str, int] | None, str | None]:

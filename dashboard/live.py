@@ -11,6 +11,7 @@ from core.presets import PRESETS
 from core.locks import BusyError
 from dashboard import access, change_view, charts, resources
 from dashboard.form import current_config, origin_backbone, train_counts
+from dashboard.page_settings import bounds
 
 # How often the live view redraws while a run is active. Each redraw costs the browser CPU time: on a
 # 2-core machine, twice a second instead of once took training from about 32 to 28 examples/s, and a
@@ -113,7 +114,7 @@ def sweep_form(frozen: list[str], preset: dict | None, parts: list[str]) -> None
     else:
         st.multiselect("Presets", SWEEP_PRESETS, key="sweep_presets",
                        help="lower_k and scenario3 use the k and the head chosen under Freeze.")
-    st.number_input("Seeds per variant", 1, 10, key="sweep_seeds",
+    st.number_input("Seeds per variant", *bounds("sweep_seeds"), key="sweep_seeds",
                     help="Repeats with seeds seed, seed+1, ...: the spread between them says whether a "
                          "difference is the setting or luck.")
     request = sweep_request()
