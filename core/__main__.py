@@ -48,6 +48,7 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--runs-dir", default="runs", help="where runs are stored (default: runs)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--owner", help="who started the run, kept in its summary (the page passes its visitor's id)")
+    train.add_argument("--guess", help="a student's answer to the config's lesson question, kept in the run's summary")
     train.add_argument("--stop-file", type=Path, metavar="PATH",
                        help="if this file appears while the model loads, stop before any run exists "
                             "(once the run exists, a 'stop' file in its folder stops it after the current step)")
@@ -61,6 +62,7 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_argument("--seeds", type=positive, default=1, help="seeds per variant: base seed, +1, ... (default 1)")
     sweep.add_argument("--runs-dir", default="runs", help="where runs are stored (default: runs)")
     sweep.add_argument("--owner", help="who started the sweep, kept in its members' summaries")
+    sweep.add_argument("--guess", help="a student's answer to the config's lesson question, kept in each member's summary")
     sweep.add_argument("--stop-file", type=Path, metavar="PATH",
                        help="if this file appears, stop after the current member (or before the first one)")
     sweep.set_defaults(command=cmd_sweep)
@@ -116,6 +118,7 @@ def cmd_train(args) -> int:
     from core.training import prepare, run_experiment
 
     config = parse_config_text(sys.stdin.read(), "stdin") if args.config == "-" else load_config(args.config)
+    guess = checked_guess(config, args.guess)
     RunStore(args.runs_dir).check_writable()  # before minutes of loading, not after
     stop = threading.Event()
     with stop_on_signals(stop):
@@ -129,7 +132,7 @@ def cmd_train(args) -> int:
               f"parameters trainable; frozen: {', '.join(experiment.plan.frozen) or 'nothing'}", file=sys.stderr)
         bar = None if args.quiet else ProgressBar()
         run = run_experiment(config, args.runs_dir, [bar] if bar else [], stop, experiment,
-                             on_run=lambda run: announce(run, args.owner))
+                             on_run=lambda run: announce(run, args.owner, config.lesson, guess))
         if bar:
             bar.close()
     summary = run.summary()
@@ -156,6 +159,7 @@ def cmd_sweep(args) -> int:
     from core.sweep import parse_depths, run_sweep
 
     config = parse_config_text(sys.stdin.read(), "stdin") if args.config == "-" else load_config(args.config)
+    guess = checked_guess(config, args.guess)
     depths = parse_depths(args.depths) if args.depths else None
     presets = [p.strip() for p in args.presets.split(",") if p.strip()] if args.presets else []
     RunStore(args.runs_dir).check_writable()
@@ -175,7 +179,7 @@ def cmd_sweep(args) -> int:
 
     with stop_on_signals(stop):
         record = run_sweep(config, depths, presets, args.seeds, args.runs_dir, stop, on_member=member_done,
-                           on_start=started, on_run=lambda run: announce(run, args.owner))
+                           on_start=started, on_run=lambda run: announce(run, args.owner, config.lesson, guess))
     print_table(record)
     print(f"{SWEEP_FOLDER}{folder['path']}")
     return 0 if record["status"] == "finished" else 1
@@ -297,10 +301,21 @@ def cmd_reevaluate(args) -> int:
     return 0
 
 
-def announce(run, owner: str | None = None) -> None:
-    """The run exists: record who started it and that SIGTERM stops it cleanly (so a restarted page may send
-    it on POSIX), and say where."""
+def checked_guess(config, guess: str | None) -> str | None:
+    """--guess, checked against the config's lesson before minutes of loading (ConfigError, one line)."""
+    if guess is None:
+        return None
+    if config.lesson is None:
+        raise ConfigError("--guess needs a config with a lesson section (its question)")
+    return config.lesson.checked_guess(guess)
+
+
+def announce(run, owner: str | None = None, lesson=None, guess: str | None = None) -> None:
+    """The run exists: record who started it, the student's guess at the lesson's question, and that SIGTERM
+    stops it cleanly (so a restarted page may send it on POSIX), and say where."""
     run.update_summary(stop_by_signal=True, **({"owner": owner} if owner else {}))
+    if guess is not None:
+        run.record_guess(lesson, guess)
     print(f"{RUN_FOLDER}{run.path}", file=sys.stderr, flush=True)
 
 
