@@ -12,10 +12,10 @@ from core import parts as part_names
 from core.anatomy import head_parameters, outline, readout, remembered_description
 from core.freezing import FreezeError
 from core.presets import PRESETS, preset_plan
-from dashboard import resources
+from dashboard import resources, sharing
 from dashboard.charts import percent
 from dashboard.form import selected_backbone
-from dashboard.page_settings import toggle_key, trains_backbone_key
+from dashboard.page_settings import PRESET_HEAD, PRESET_K, bounds, toggle_key, trains_backbone_key
 
 FROZEN_COLOR, TRAINABLE_COLOR = "#9db4d6", "#f7a35c"
 
@@ -75,10 +75,13 @@ def matching_preset(parts: list[str]) -> dict | None:
     return chosen if set(plan.frozen) == set(frozen_now(parts)) else None
 
 
-def freeze_section(labels: dict[str, list[str]]) -> tuple[list[str], dict | None, list[str]]:
-    """Draw step 3; return the frozen parts, the matching preset (for the run's record) and every part."""
-    st.subheader("3. Freeze")
+def freeze_section(labels: dict[str, list[str]], hidden: bool = False,
+                   locked: bool = False) -> tuple[list[str], dict | None, list[str]]:
+    """Draw step 3; return the frozen parts, the matching preset (for the run's record) and every part.
+    A lesson may hide it (the toggles keep the setup's values, undrawn) or lock it (drawn, not editable)."""
     tasks = list(labels)
+    if not hidden:
+        st.subheader("3. Freeze")
     parts, counts, error = current_parts(labels)
     if error:
         st.error(f"This backbone cannot be used: {error}")
@@ -87,8 +90,13 @@ def freeze_section(labels: dict[str, list[str]]) -> tuple[list[str], dict | None
         st.info("Reading the backbone's parts...")
         poll_counts()
         return [], None, []
-    presets_row(parts, tasks)
-    toggles_grid(parts)
+    sharing.apply_pending_freeze(parts)  # a link's or a setup file's toggles, now that the parts are known
+    if hidden:
+        resources.keep_state([toggle_key(p) for p in parts] + [trains_backbone_key(t) for t in tasks]
+                             + [PRESET_K, PRESET_HEAD])
+        return frozen_now(parts), matching_preset(parts), parts
+    presets_row(parts, tasks, locked)
+    toggles_grid(parts, locked)
     frozen = frozen_now(parts)
     if counts:
         readout_panel(counts, set(frozen))
@@ -159,7 +167,7 @@ def wait_for_counts() -> None:
     st.caption("Loading the backbone to count its parameters...")
 
 
-def presets_row(parts: list[str], tasks: list[str]) -> None:
+def presets_row(parts: list[str], tasks: list[str], locked: bool = False) -> None:
     n_layers = part_names.count_layers(parts)
     st.session_state.setdefault("preset_k", max(1, n_layers * 2 // 3))
     if st.session_state.get("preset_head") not in tasks:
@@ -169,11 +177,12 @@ def presets_row(parts: list[str], tasks: list[str]) -> None:
     for column, preset in zip(columns, PRESETS.values()):
         with column:
             st.button(preset.title.split(":")[0], key=f"preset:{preset.name}", on_click=apply_preset,
-                      args=(preset.name, parts), use_container_width=True, help=preset.title)
+                      args=(preset.name, parts), use_container_width=True, help=preset.title, disabled=locked)
             if preset.needs == "k":
-                st.number_input("k", 0, n_layers, key="preset_k", help="how many lower layers to freeze")
+                st.number_input("k", bounds(PRESET_K)[0], n_layers, key=PRESET_K, disabled=locked,
+                                help="how many lower layers to freeze")
             if preset.needs == "head":
-                st.selectbox("head", tasks, key="preset_head", help="which task's head to freeze")
+                st.selectbox("head", tasks, key=PRESET_HEAD, disabled=locked, help="which task's head to freeze")
             with st.popover("Why?", use_container_width=True):
                 st.markdown(f"**{preset.title}**\n\n**Freezes:** {preset.what}\n\n**What it means:** {preset.effect}"
                             f"\n\n**Advantages:** {preset.benefit}\n\n**When to use:** {preset.when}")
@@ -185,15 +194,16 @@ def presets_row(parts: list[str], tasks: list[str]) -> None:
         st.success(f"**{p.title}** — {p.effect} *Advantages:* {p.benefit} *When:* {p.when}")
 
 
-def toggles_grid(parts: list[str]) -> None:
+def toggles_grid(parts: list[str], locked: bool = False) -> None:
     backbone, heads = part_names.backbone(parts), part_names.heads(parts)
     st.markdown("**Frozen parts** (on = frozen)")
     for row in (backbone[i:i + 7] for i in range(0, len(backbone), 7)):
         for column, part in zip(st.columns(7), row):
-            column.toggle(part, key=toggle_key(part))
+            column.toggle(part, key=toggle_key(part), disabled=locked)
     for column, part in zip(st.columns(7), heads):
-        column.toggle(part, key=toggle_key(part))
+        column.toggle(part, key=toggle_key(part), disabled=locked)
         column.checkbox("its loss trains the backbone", key=trains_backbone_key(part_names.head_task(part)),
+                        disabled=locked,
                         help="Off: this task's loss updates only its own head (nothing, if the head is frozen); "
                              "its data is still evaluated. Config: tasks.<task>.trains_backbone.")
 

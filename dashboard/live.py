@@ -9,7 +9,7 @@ import streamlit as st
 from core import parts as part_names
 from core.presets import PRESETS
 from core.locks import BusyError
-from dashboard import access, change_view, charts, resources
+from dashboard import access, change_view, charts, lesson, resources, sharing
 from dashboard.form import current_config, origin_backbone, train_counts
 from dashboard.page_settings import bounds
 
@@ -42,8 +42,10 @@ def train_section(frozen: list[str], preset: dict | None, parts: list[str]) -> N
     mine_waiting = manager.waiting(access.visitor_id())
     st.session_state["_drawn"] = page_signature(job, mine_waiting)
     may_stop = active and access.allowed("stop", job.owner)
+    lesson.ask()
+    waits = lesson.needs_guess() or sharing.PENDING_FREEZE in st.session_state  # a guess; a link's toggles
     c1, c2, c3 = st.columns([1, 1, 4])
-    if c1.button("Train", type="primary", disabled=bool(mine_waiting), key="train", use_container_width=True,
+    if c1.button("Train", type="primary", disabled=bool(mine_waiting) or waits, key="train", use_container_width=True,
                  help="A run is training: yours waits in the queue and starts when it ends." if active else None):
         start_training(frozen, preset)
         if "_train_error" not in st.session_state:
@@ -55,7 +57,7 @@ def train_section(frozen: list[str], preset: dict | None, parts: list[str]) -> N
     if mine_waiting and c2.button("Cancel my queued run", key="cancel_queued", use_container_width=True):
         manager.stop(mine_waiting[0])
         st.rerun()
-    with c1.popover("Sweep", use_container_width=True, disabled=bool(mine_waiting) or not parts):
+    with c1.popover("Sweep", use_container_width=True, disabled=bool(mine_waiting) or not parts or waits):
         sweep_form(frozen, preset, parts)
     if message := st.session_state.pop("_train_error", None):
         st.error(message)
@@ -81,16 +83,18 @@ def start_training(frozen: list[str], preset: dict | None, sweep: dict | None = 
     except ValueError as error:  # ConfigError is a ValueError
         st.session_state["_train_error"] = str(error)
         return
-    start_training_config(config, sweep, train_counts(), runs=sweep_size(sweep) if sweep else 1)
+    guess = st.session_state.get(lesson.GUESS) if config.lesson is not None and config.lesson.ask else None
+    start_training_config(config, sweep, train_counts(), runs=sweep_size(sweep) if sweep else 1, guess=guess)
 
 
 def start_training_config(config, sweep: dict | None = None, counts: dict[str, int | None] | None = None,
-                          runs: int = 1) -> None:
-    """Start (or queue) a config for this visitor, within the page's limits; a refusal goes to _train_error."""
+                          runs: int = 1, guess: str | None = None) -> None:
+    """Start (or queue) a config for this visitor, within the page's limits; a refusal goes to _train_error.
+    ``guess``: the student's answer to the config's lesson question, kept with the run."""
     try:
         if not access.is_teacher():
             access.check_limits(access.limits(), config, counts or {}, origin_backbone(config), runs)
-        resources.job_manager().start(config, owner=access.visitor_id(), sweep=sweep)
+        resources.job_manager().start(config, owner=access.visitor_id(), sweep=sweep, guess=guess)
     except (ValueError, BusyError) as error:
         st.session_state["_train_error"] = str(error)
 
@@ -148,6 +152,7 @@ def live_view() -> None:
     queue_line(manager)
     if job.run is not None:
         draw_run(job.run)
+        lesson.answer(job.run)
     if st.session_state.get("_drawn") != page_signature(job, manager.waiting(access.visitor_id())):
         st.rerun()  # a run ended or the next began: refresh the buttons and the history
 

@@ -12,7 +12,7 @@ import streamlit as st
 from core import child
 from core import parts as part_names
 from core.runs import RunError
-from dashboard import access, charts, resources
+from dashboard import access, charts, lesson, resources
 
 KEYS = ["compare", "compare_metric", "compare_x", "compare_smoothing", "compare_pair_a", "compare_pair_b",
         "compare_cost", "flips_a", "flips_b", "repeat_group", "repeat_seeds", "manage_run",
@@ -138,6 +138,7 @@ def compare_runs(runs, every_run) -> None:
                "as PNG with the camera of its toolbar.")
     if len(groups) >= 2:
         verdict_for(groups)
+    lesson.guesses(runs)
     c1, c2, c3 = st.columns(3)
     st.session_state.setdefault("compare_metric", "accuracy")
     st.session_state.setdefault("compare_smoothing", 0.0)
