@@ -62,7 +62,8 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_argument("--seeds", type=positive, default=1, help="seeds per variant: base seed, +1, ... (default 1)")
     sweep.add_argument("--runs-dir", default="runs", help="where runs are stored (default: runs)")
     sweep.add_argument("--owner", help="who started the sweep, kept in its members' summaries")
-    sweep.add_argument("--guess", help="a student's answer to the config's lesson question, kept in each member's summary")
+    sweep.add_argument("--guess",
+                       help="a student's answer to the config's lesson question, kept in each member's summary")
     sweep.add_argument("--stop-file", type=Path, metavar="PATH",
                        help="if this file appears, stop after the current member (or before the first one)")
     sweep.set_defaults(command=cmd_sweep)

@@ -208,7 +208,8 @@ def task_inputs(task: str, locked: bool = False) -> None:
         except ValueError as error:
             st.error(str(error))
     else:
-        label = "Path to a csv/tsv/json/jsonl/parquet file" if kind == LOCAL_PATH else "Hub data set name (e.g. ag_news, sst2)"
+        label = ("Path to a csv/tsv/json/jsonl/parquet file" if kind == LOCAL_PATH
+                 else "Hub data set name (e.g. ag_news, sst2)")
         st.text_input(label, key=f"{'path' if kind == LOCAL_PATH else 'hub'}:{task}", disabled=locked)
         try:
             source = typed_source(task, kind)
@@ -223,7 +224,8 @@ def task_inputs(task: str, locked: bool = False) -> None:
         return
     st.dataframe(rows, hide_index=True)
     choose_column(f"text_col:{task}", columns, columns.index("text") if "text" in columns else 0)
-    choose_column(f"label_col:{task}", columns, columns.index("label") if "label" in columns else min(1, len(columns) - 1))
+    choose_column(f"label_col:{task}", columns,
+                  columns.index("label") if "label" in columns else min(1, len(columns) - 1))
     c1, c2, c3 = st.columns(3)
     c1.selectbox("Text column", columns, key=f"text_col:{task}", disabled=locked)
     c2.selectbox("Label column", columns, key=f"label_col:{task}", disabled=locked)

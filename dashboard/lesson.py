@@ -150,6 +150,7 @@ def guesses(runs) -> None:
     for run in runs:
         entry = run.summary().get("lesson") or {}
         if entry.get("guess"):
-            lines.append(f"- {run.name} ({setup_name(run)}): asked *{entry.get('ask')}* — guessed **{entry['guess']}**")
+            lines.append(f"- {run.name} ({setup_name(run)}): asked *{entry.get('ask')}* — "
+                         f"guessed **{entry['guess']}**")
     if lines:
         st.markdown("**Guesses kept with these runs**\n" + "\n".join(lines))

@@ -78,8 +78,8 @@ class Setting:
         if self.kind is int and value != int(value):
             raise ValueError(f"{self.key}={value!r} is not {WHAT[int]}")
         if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
-            raise ValueError(f"{self.key}={value!r} is out of range ({self.low:g} to {self.high:g})"
-                             if self.low is not None and self.high is not None else f"{self.key}={value!r} is out of range")
+            span = f" ({self.low:g} to {self.high:g})" if self.low is not None and self.high is not None else ""
+            raise ValueError(f"{self.key}={value!r} is out of range{span}")
         if self.kind is str and len(value) > 500:
             raise ValueError(f"{self.key} is longer than 500 characters")
         return self.kind(value) if self.kind in (int, float) else value

@@ -282,8 +282,8 @@ def freeze_section(frozen: list[str], preset: dict | None) -> dict:
 def freeze_params(freeze: dict | None) -> dict[str, str | list[str]]:
     if not freeze:
         return {}
-    out = {key: SETTINGS[key].text(freeze[name]) for key, name in ((PRESET, "preset"), (PRESET_K, "k"),
-                                                                  (PRESET_HEAD, "head")) if freeze.get(name) is not None}
+    names = {PRESET: "preset", PRESET_K: "k", PRESET_HEAD: "head"}
+    out = {key: SETTINGS[key].text(freeze[name]) for key, name in names.items() if freeze.get(name) is not None}
     if freeze.get("parts"):
         out[FROZEN] = list(freeze["parts"])
     return out

@@ -162,7 +162,8 @@ def test_download_load_download_gives_the_same_file_and_the_same_page(page_env):
     at.checkbox(key="trains_backbone:topic").set_value(False).run()
     exported = export_text(at)
     config = parse_config_text(exported, "setup.yaml")  # what python -m core train --config reads
-    assert (config.training.seed, config.training.batch_size, config.freeze.preset, config.freeze.k) == (7, 16, "lower_k", 2)
+    training, freeze = config.training, config.freeze
+    assert (training.seed, training.batch_size, freeze.preset, freeze.k) == (7, 16, "lower_k", 2)
 
     fresh = rerun_until(new_app("minilm"), lambda a: len(a.toggle) > 0)
     fresh.file_uploader(key="setup_file").upload("setup.yaml", exported.encode(), "application/x-yaml").run()
@@ -238,3 +239,15 @@ def test_every_example_lesson_opens_offline_on_the_packaged_defaults(page_env):
         assert not at.exception and not notes(at), (path.name, notes(at))
         assert [h.value for h in at.header] == [config.lesson.title]
         assert at.button(key="train").disabled  # until the guess
+
+
+def test_a_hidden_freeze_section_still_freezes_what_the_lesson_set(page_env):
+    at = rerun_until(open_link({"backbone": page_env.backbone, "preset": "scenario2", "lesson.title": "Heads only",
+                                "lesson.hide": "freeze"}), lambda a: len(a.code) > 0)
+    assert "3. Freeze" not in [h.value for h in at.subheader]  # nothing of it is drawn
+    assert not [t for t in at.toggle if t.key.startswith("freeze:")]
+    assert not at.button(key="train").disabled  # no question asked: Train is ready
+    freeze = yaml.safe_load(export_text(at))["freeze"]
+    assert freeze["preset"] == "scenario2" and freeze["parts"] == ["embeddings", "layer.0", "layer.1", "layer.2"]
+    at.number_input(key="epochs").set_value(3).run()  # another run of the page: the hidden toggles keep their values
+    assert yaml.safe_load(export_text(at))["freeze"] == freeze
