@@ -14,7 +14,7 @@ import streamlit as st
 
 from core.config import LessonConfig
 from core.presets import PRESETS
-from dashboard import resources
+from dashboard import access, resources
 
 LESSON, GUESS = "_lesson", "lesson_guess"  # the active lesson; the widget key of the student's answer
 DONE = ("finished", "evaluated")
@@ -104,10 +104,13 @@ def lesson_runs(title: str, before: float) -> list:
 
 def answer(run) -> None:
     """After a lesson's run: the guess beside what it measured, and beside the verdict against the latest
-    earlier run of the lesson with another setup (``core.compare``)."""
+    earlier run of the lesson with another setup (``core.compare``). On a served page only its starter sees
+    it there: the live view shows every visitor the run that trained last."""
     summary = run.summary()
     entry = summary.get("lesson")
     if not entry or summary.get("status") not in DONE:
+        return
+    if access.served() and summary.get("owner") != access.visitor_id():
         return
     st.markdown(f"**{entry['title']}**" + (f" — {entry['ask']}" if entry.get("ask") else ""))
     guess_column, answer_column = st.columns(2)

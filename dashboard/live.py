@@ -151,8 +151,8 @@ def live_view() -> None:
     status_line(job, st)
     queue_line(manager)
     if job.run is not None:
+        lesson.answer(job.run)  # above the charts, where a student looks when the run ends
         draw_run(job.run)
-        lesson.answer(job.run)
     if st.session_state.get("_drawn") != page_signature(job, manager.waiting(access.visitor_id())):
         st.rerun()  # a run ended or the next began: refresh the buttons and the history
 

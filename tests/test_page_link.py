@@ -210,7 +210,7 @@ def test_lesson_mode_hides_and_locks_what_it_names_and_keeps_the_guess_with_the_
     assert not at.button(key="train").disabled
     assert at.session_state["epochs"] == 1  # hidden, still set
     at.button(key="train").click().run()
-    at = rerun_until(at, lambda a: any("Your guess: **lower 2 frozen**" in m.value for m in a.markdown))
+    at = rerun_until(at, lambda a: any("Your guess: **lower 2 frozen**" in m.value for m in a.markdown), timeout=180)
     (run,) = list(page_env.runs.iterdir())
     summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
     assert summary["lesson"] == {"title": "Does freezing the lower layers hurt?",
@@ -251,3 +251,24 @@ def test_a_hidden_freeze_section_still_freezes_what_the_lesson_set(page_env):
     assert freeze["preset"] == "scenario2" and freeze["parts"] == ["embeddings", "layer.0", "layer.1", "layer.2"]
     at.number_input(key="epochs").set_value(3).run()  # another run of the page: the hidden toggles keep their values
     assert yaml.safe_load(export_text(at))["freeze"] == freeze
+
+
+def test_after_a_second_lesson_run_the_guess_stands_beside_the_compare_verdict(page_env):
+    from core.config import parse_config
+    from core.training import run_experiment
+
+    lesson = {key.split(".", 1)[1]: value for key, value in LESSON_LINK.items() if key != "lesson.lock"}
+    first = run_experiment(parse_config({"backbone": page_env.backbone, "lesson": lesson,
+                                         "freeze": {"preset": "lower_k", "k": 2},
+                                         "training": {"epochs": 1, "eval_every": 0}}), page_env.runs)
+    first.record_guess(parse_config({"lesson": lesson}).lesson, "about the same")
+    at = rerun_until(open_link({"backbone": page_env.backbone, "epochs": "1", "eval_every": "0",
+                                **{k: v for k, v in LESSON_LINK.items() if k != "lesson.lock"}}), ready)
+    at.button(key="preset:none").click().run()  # the other setup: full fine-tuning
+    at.radio(key="lesson_guess").set_value("full fine-tuning").run()
+    at.button(key="train").click().run()
+    at = rerun_until(at, lambda a: any("the difference is" in m.value for m in a.markdown), timeout=180)
+    lines = [m.value for m in at.markdown]
+    assert "Your guess: **full fine-tuning**" in lines
+    verdict = next(line for line in lines if line.startswith("sentiment: Transfer learning (k = 2)"))
+    assert "Train everything" in verdict and ("**real**" in verdict or "**within noise**" in verdict)
