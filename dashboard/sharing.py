@@ -186,6 +186,11 @@ def check_teacher_rules(values: dict[str, Any], notes: list[str]) -> None:
         if values.get(f"source_kind:{task}") == LOCAL_PATH and not access.local_paths_offered():
             notes.append(f"source_kind:{task}: this page does not read local files; upload the file instead")
             values[f"source_kind:{task}"] = UPLOAD
+    run_id = values.get("warm_start", PRETRAINED)
+    if run_id != PRETRAINED and not usable_start(run_id):
+        notes.append(f"warm_start: no finished run {run_id!r} with weights on this page; starting from the "
+                     "pretrained backbone")
+        values.pop("warm_start")
     if access.is_teacher():
         return
     limits = access.limits()
@@ -199,11 +204,6 @@ def check_teacher_rules(values: dict[str, Any], notes: list[str]) -> None:
         except ValueError as error:
             notes.append(f"{error}; using the default")
             values.pop("backbone")
-    run_id = values.get("warm_start", PRETRAINED)
-    if run_id != PRETRAINED and not usable_start(run_id):
-        notes.append(f"warm_start: no finished run {run_id!r} with weights on this page; starting from the "
-                     "pretrained backbone")
-        values.pop("warm_start")
     for key, limit in (("epochs", limits.epochs), ("max_length", limits.max_length),
                        *((f"max_train:{t}", limits.train_examples) for t in TASKS)):
         value = values.get(key)

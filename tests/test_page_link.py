@@ -106,7 +106,7 @@ def test_a_bad_or_stale_link_opens_the_page_with_notes_naming_each_key(page_env)
     at = rerun_until(open_link({"backbone": page_env.backbone, "epochs": "500", "batch_size": "lots",
                                 "colour": "red", "frozen": ["embeddings", "layer.9"], "pooling": "max",
                                 "upload:topic": "reviews.csv", "data_mode": "own", "preset": "lower_k",
-                                "lesson.title": "x", "lesson.hide": "everything"}), ready)
+                                "lesson.title": "x", "lesson.hide": "everything", "warm_start": "gone-run"}), ready)
     assert not at.exception
     text = notes(at)
     for expected in ("epochs=500 is out of range (1 to 100); using the default",
@@ -116,6 +116,7 @@ def test_a_bad_or_stale_link_opens_the_page_with_notes_naming_each_key(page_env)
                      "frozen: this backbone has no part layer.9; left out",
                      "task topic: its file (reviews.csv) was uploaded, and files cannot travel in a link",
                      "preset lower_k needs k",
+                     "warm_start: no finished run 'gone-run' with weights on this page",
                      "lesson.hide.0: Input should be 'backbone', 'data', 'freeze' or 'settings'"):
         assert expected in text, expected
     assert (at.session_state["epochs"], at.session_state["batch_size"], at.session_state["pooling"]) == (2, 32, "mean")
