@@ -15,13 +15,13 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from core import parts
+from core import adapters, parts
 from core.backbones import BackboneError
 from core.child import RUN_FOLDER, SWEEP_FOLDER
 from core.config import ConfigError, load_config, parse_config_text
 from core.data import DataError
 from core.device import DeviceError
-from core.freezing import FreezeError
+from core.freezing import FreezeError, share_text
 from core.locks import BusyError
 from core.runs import RunError, RunStore
 
@@ -52,6 +52,7 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--stop-file", type=Path, metavar="PATH",
                        help="if this file appears while the model loads, stop before any run exists "
                             "(once the run exists, a 'stop' file in its folder stops it after the current step)")
+    train.add_argument("--sweep", metavar="SWEEP_ID", help=argparse.SUPPRESS)  # sweep --devices: a member's sweep
     train.set_defaults(command=cmd_train)
     sweep = sub.add_parser("sweep", help="train one config at several freeze depths or presets, and seeds")
     sweep.add_argument("--config", required=True, help="the base YAML or JSON config ('-': stdin)")
@@ -66,6 +67,8 @@ def parser() -> argparse.ArgumentParser:
                        help="a student's answer to the config's lesson question, kept in each member's summary")
     sweep.add_argument("--stop-file", type=Path, metavar="PATH",
                        help="if this file appears, stop after the current member (or before the first one)")
+    sweep.add_argument("--devices", help="train members in parallel, one per device at a time: CUDA device numbers "
+                                         "(e.g. 0,1,2,3), or cpu,cpu for that many CPU workers")
     sweep.set_defaults(command=cmd_sweep)
     compare = sub.add_parser("compare", help="is the accuracy difference between two runs or variants real?")
     compare.add_argument("a", help="a run id, SWEEP:VARIANT, or comma-separated run ids")
@@ -108,7 +111,19 @@ def parser() -> argparse.ArgumentParser:
     presets.set_defaults(command=cmd_presets)
     device = sub.add_parser("device", help="say which device training would use")
     device.set_defaults(command=cmd_device)
-    runs = sub.add_parser("runs", help="list stored runs")
+    runs = sub.add_parser("runs", help="list stored runs (filtered), or show one and set its note and tags",
+                          epilog="Examples: runs RUN --note 'lr too high?' --tag baseline --untag draft; "
+                                 "runs --tagged baseline --status finished. Tags are one word each, stored "
+                                 "lower-case; --untag is applied after --tag; --note '' clears the note.")
+    runs.add_argument("run", nargs="?", help="a run id or run folder: show it, or change its note and tags")
+    runs.add_argument("--note", help="set the run's note (replaces the old one; '' clears it)")
+    runs.add_argument("--tag", action="append", default=[], metavar="TAG", help="add a tag (repeatable)")
+    runs.add_argument("--untag", action="append", default=[], metavar="TAG", help="remove a tag (repeatable)")
+    for flag, metavar, what in (("--tagged", "TAG", "tag"), ("--preset", "PRESET", "preset (custom: by hand)"),
+                                ("--status", "STATUS", "status, e.g. finished"),
+                                ("--backbone", "BACKBONE", "backbone")):
+        runs.add_argument(flag, action="append", default=[], metavar=metavar,
+                          help=f"list only runs with this {what}; repeatable: any of them")
     runs.add_argument("--runs-dir", default="runs")
     runs.add_argument("--json", action="store_true")
     runs.set_defaults(command=cmd_runs)
@@ -116,26 +131,39 @@ def parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args) -> int:
+    """One run; under ``accelerate launch`` every process runs this, and only the main one speaks."""
+    from core.device import resolve_device
+    from core.distributed import Processes
     from core.training import prepare, run_experiment
 
     config = parse_config_text(sys.stdin.read(), "stdin") if args.config == "-" else load_config(args.config)
     guess = checked_guess(config, args.guess)
-    RunStore(args.runs_dir).check_writable()  # before minutes of loading, not after
+    main = Processes.current(resolve_device(config.training.device)).is_main
+    if main:
+        RunStore(args.runs_dir).check_writable()  # before minutes of loading, not after
     stop = threading.Event()
     with stop_on_signals(stop):
         experiment = prepare(config, args.runs_dir)
         if stop.is_set() or (args.stop_file is not None and args.stop_file.exists()):
             print("stopped before training began", file=sys.stderr)
             return 1
-        for note in experiment.notes:
-            print(f"note: {note}", file=sys.stderr)
-        print(f"backbone {config.backbone}: {experiment.params['trainable']:,} of {experiment.params['total']:,} "
-              f"parameters trainable; frozen: {', '.join(experiment.plan.frozen) or 'nothing'}", file=sys.stderr)
-        bar = None if args.quiet else ProgressBar()
+        if main:
+            for note in experiment.notes:
+                print(f"note: {note}", file=sys.stderr)
+            params = experiment.params
+            share = share_text(params["trainable"] / max(1, params["total"]))
+            print(f"backbone {config.backbone}: {params['trainable']:,} of {params['total']:,} parameters "
+                  f"trainable ({share}); frozen: {', '.join(experiment.plan.frozen) or 'nothing'}", file=sys.stderr)
+            if experiment.adapter is not None:
+                print(adapters.describe(experiment.adapter.report), file=sys.stderr)
+        bar = None if args.quiet or not main else ProgressBar()
         run = run_experiment(config, args.runs_dir, [bar] if bar else [], stop, experiment,
-                             on_run=lambda run: announce(run, args.owner, config.lesson, guess))
+                             on_run=lambda run: announce(run, args.owner, args.sweep, config.training.seed,
+                                                         config.lesson, guess))
         if bar:
             bar.close()
+    if not main:  # the run's outcome is the main process's to report (this one raised if it failed here)
+        return 0
     summary = run.summary()
     for task, m in summary.get("tasks", {}).items():
         print(f"{task}: accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}, loss {m['loss']:.3f}")
@@ -157,11 +185,24 @@ def positive(text: str) -> int:
 
 
 def cmd_sweep(args) -> int:
+    from core.distributed import launched_world_size
     from core.sweep import parse_depths, run_sweep
+    from core.sweep_devices import parse_devices
+
+    if launched_world_size() > 1:
+        raise ConfigError("a sweep is not launched over several processes: spread its members over devices with "
+                          "--devices, or launch one run with 'accelerate launch -m core train'")
 
     config = parse_config_text(sys.stdin.read(), "stdin") if args.config == "-" else load_config(args.config)
     guess = checked_guess(config, args.guess)
     depths = parse_depths(args.depths) if args.depths else None
+    devices = parse_devices(args.devices) if args.devices else None
+    if devices and args.owner:
+        raise ConfigError("--owner is the page's, and the page runs a sweep's members one after another; "
+                          "leave out --devices or --owner")
+    if devices and guess is not None:
+        raise ConfigError("--guess is kept by the process that trains a member, and --devices trains them in "
+                          "children; leave out --devices or --guess")
     presets = [p.strip() for p in args.presets.split(",") if p.strip()] if args.presets else []
     RunStore(args.runs_dir).check_writable()
     stop = threading.Event()
@@ -170,7 +211,7 @@ def cmd_sweep(args) -> int:
         if args.stop_file is not None and args.stop_file.exists():
             stop.set()
 
-    def member_done(member: dict, summary: dict) -> None:
+    def member_done(member: dict, summary: dict) -> None:  # with --devices: as members end, in any order
         print_member(member, summary)
         stop_if_asked()
 
@@ -180,7 +221,9 @@ def cmd_sweep(args) -> int:
 
     with stop_on_signals(stop):
         record = run_sweep(config, depths, presets, args.seeds, args.runs_dir, stop, on_member=member_done,
-                           on_start=started, on_run=lambda run: announce(run, args.owner, config.lesson, guess))
+                           on_start=started, devices=devices,
+                           on_run=say_where if devices else lambda run: announce(run, args.owner,
+                                                                                 lesson=config.lesson, guess=guess))
     print_table(record)
     print(f"{SWEEP_FOLDER}{folder['path']}")
     return 0 if record["status"] == "finished" else 1
@@ -206,7 +249,7 @@ def print_table(record: dict) -> None:
         print("no member finished")
         return
     tasks = list(table[0]["tasks"])
-    print(f"{'variant':<16} {'trainable':>11} {'share':>6} {'train s':>8}  " +
+    print(f"{'variant':<16} {'trainable':>11} {'share':>7} {'train s':>8}  " +
           "  ".join(f"{t + ' acc (sd)':>22} {'F1':>5}" + (f" {'recov':>5}" if recovery else "") for t in tasks))
     for row in table:
         cells = []
@@ -217,7 +260,7 @@ def print_table(record: dict) -> None:
             if recovery:
                 r = recovery["tasks"][t].get(row["variant"])
                 cells[-1] += f" {r:>5.2f}" if r is not None else f" {'-':>5}"
-        print(f"{row['variant']:<16} {row['trainable']:>11,} {row['trainable_fraction']:>6.1%} "
+        print(f"{row['variant']:<16} {row['trainable']:>11,} {share_text(row['trainable_fraction']):>7} "
               f"{row['train_seconds_mean']:>8.1f}  " + "  ".join(cells))
     if recovery:
         print(f"recovery: (acc - {recovery['all_frozen']}) / ({recovery['full']} - {recovery['all_frozen']})")
@@ -311,12 +354,20 @@ def checked_guess(config, guess: str | None) -> str | None:
     return config.lesson.checked_guess(guess)
 
 
-def announce(run, owner: str | None = None, lesson=None, guess: str | None = None) -> None:
-    """The run exists: record who started it, the student's guess at the lesson's question, and that SIGTERM
-    stops it cleanly (so a restarted page may send it on POSIX), and say where."""
-    run.update_summary(stop_by_signal=True, **({"owner": owner} if owner else {}))
+def announce(run, owner: str | None = None, sweep: str | None = None, seed: int | None = None,
+             lesson=None, guess: str | None = None) -> None:
+    """The run exists: record who started it (and the sweep it belongs to, with its seed), the student's guess
+    at the lesson's question, and that SIGTERM stops it cleanly (so a restarted page may send it on POSIX),
+    and say where."""
+    run.update_summary(stop_by_signal=True, **({"owner": owner} if owner else {}),
+                       **({"sweep": sweep, "seed": seed} if sweep else {}))
     if guess is not None:
         run.record_guess(lesson, guess)
+    print(f"{RUN_FOLDER}{run.path}", file=sys.stderr, flush=True)
+
+
+def say_where(run) -> None:
+    """A member trained by a child (sweep --devices): the child wrote its summary; only say where it is."""
     print(f"{RUN_FOLDER}{run.path}", file=sys.stderr, flush=True)
 
 
@@ -402,21 +453,47 @@ def cmd_presets(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    runs = RunStore(args.runs_dir).list()
-    rows = []
-    for run in runs:
-        s = run.summary()
-        acc = {t: m.get("accuracy") for t, m in s.get("tasks", {}).items()}
-        rows.append({"run_id": run.id, "name": s.get("name"), "status": s.get("status"), "accuracy": acc})
+    """List the runs a filter keeps, or show one run after changing its note and tags."""
+    from core.history import facets, select
+    from core.runs import clean_tag
+
+    store = RunStore(args.runs_dir)
+    wanted = {"tag": [clean_tag(t) for t in args.tagged], "preset": args.preset, "status": args.status,
+              "backbone": args.backbone}
+    if args.run is None:
+        if args.note is not None or args.tag or args.untag:
+            raise RunError("--note, --tag and --untag change one run: name it, as in runs RUN --tag baseline")
+        runs = select(store.list(), wanted)
+    else:
+        if any(wanted.values()):
+            raise RunError("--tagged, --preset, --status and --backbone filter the list: give them without a RUN")
+        run = store.get(args.run)
+        store.mark_if_interrupted(run)
+        if args.note is not None or args.tag or args.untag:
+            run.annotate(args.note, args.tag, args.untag)
+        runs = [run]
+    rows = [run_row(run, facets(run)) for run in runs]
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(rows if args.run is None else rows[0], indent=2))
         return 0
     if not rows:
-        print(f"no runs in {args.runs_dir}")
+        filtered = " matching the filter" if any(wanted.values()) else ""
+        print(f"no runs{filtered} in {args.runs_dir}")
     for r in rows:
         acc = ", ".join(f"{t} {a:.3f}" for t, a in r["accuracy"].items() if a is not None) or "-"
-        print(f"{r['run_id']:<40} {r['status']:<12} {acc}")
+        tags = f"  [{', '.join(r['tags'])}]" if r["tags"] else ""
+        print(f"{r['run_id']:<40} {r['status']:<12} {acc}{tags}")
+        if args.run is not None and r["note"]:
+            print(f"  note: {r['note']}")
     return 0
+
+
+def run_row(run, found: dict[str, list[str]]) -> dict:
+    """One run as ``runs`` shows it (and its --json gives it)."""
+    summary = run.summary()
+    return {"run_id": run.id, "name": summary.get("name"), "status": summary.get("status"),
+            "preset": found["preset"][0], "backbone": found["backbone"][0], "tags": found["tag"], "note": run.note,
+            "accuracy": {t: m.get("accuracy") for t, m in summary.get("tasks", {}).items()}}
 
 
 if __name__ == "__main__":

@@ -14,8 +14,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from core import parts
 from core.backbones import resolve_source
 from core.child import cache_dir, read_remembered, remember
+from core.freezing import FreezePlan, kept_count
 
 
 @dataclass(frozen=True)
@@ -41,14 +43,22 @@ def outline(backbone: str, pooling: str) -> Outline | None:
     return Outline(config.get("model_type", "?"), int(layers), int(hidden), pooler)
 
 
+DESCRIPTION_KEYS = ("model_type", "hidden_size", "n_layers", "parts", "kinds", "extra_embedding_modules")
+
+
 def head_parameters(hidden_size: int, n_labels: int) -> int:
     return hidden_size * n_labels + n_labels
+
+
+def head_kinds(n_labels: int) -> dict[str, int]:
+    """A head's ``kind_counts``: its classifier's bias (core.freezing)."""
+    return {parts.BIAS: n_labels}
 
 
 def describe(backbone: str, pooling: str) -> dict:
     """Load the backbone once and count its parameters per part (heads excluded)."""
     from core.backbones import load_backbone
-    from core.freezing import count_parameters
+    from core.freezing import count_parameters, kind_counts
     from core.model import MultiTaskModel
 
     backbone_model, _ = load_backbone(backbone, pooling)
@@ -56,7 +66,8 @@ def describe(backbone: str, pooling: str) -> dict:
     parts = model.backbone_parts()
     counts = {name: c["total"] for name, c in count_parameters(model)["by_part"].items()}
     return {"model_type": backbone_model.config.model_type, "hidden_size": model.hidden_size,
-            "n_layers": len(parts.layers), "parts": counts, "extra_embedding_modules": parts.extra_embedding_modules}
+            "n_layers": len(parts.layers), "parts": counts, "kinds": kind_counts(model),
+            "extra_embedding_modules": parts.extra_embedding_modules}
 
 
 def describe_in_child(backbone: str, pooling: str) -> dict:
@@ -64,7 +75,7 @@ def describe_in_child(backbone: str, pooling: str) -> dict:
     from core.child import run_core
 
     data = json.loads(run_core("describe", "--backbone", backbone, "--pooling", pooling, "--json"))
-    return {key: data[key] for key in ("model_type", "hidden_size", "n_layers", "parts", "extra_embedding_modules")}
+    return {key: data[key] for key in DESCRIPTION_KEYS}
 
 
 def folder_fingerprint(backbone: str, pooling: str) -> str | None:
@@ -85,8 +96,10 @@ def remembered_path(backbone: str, pooling: str) -> Path | None:
 
 
 def remembered_description(backbone: str, pooling: str) -> dict | None:
-    """A description ``describe_cached`` stored earlier for this exact folder, or None."""
-    return read_remembered(remembered_path(backbone, pooling))
+    """A description ``describe_cached`` stored earlier for this exact folder, or None (also for one
+    stored by an older version, without every key)."""
+    remembered = read_remembered(remembered_path(backbone, pooling))
+    return remembered if isinstance(remembered, dict) and set(DESCRIPTION_KEYS) <= set(remembered) else None
 
 
 def describe_cached(backbone: str, pooling: str) -> dict:
@@ -100,10 +113,18 @@ def describe_cached(backbone: str, pooling: str) -> dict:
     return info
 
 
-def readout(part_counts: dict[str, int], frozen: set[str]) -> dict:
-    """Trainable and total per part and overall, for a set of frozen part names."""
-    by_part = {name: {"total": n, "trainable": 0 if name in frozen else n} for name, n in part_counts.items()}
+def readout(part_counts: dict[str, int], frozen: set[str], kinds: dict[str, dict[str, int]] | None = None) -> dict:
+    """Trainable and total per part and overall, and each part's state ('trains', 'frozen', or 'partly':
+    frozen but for a kept kind), for a set of frozen part names (``layer.3:bias`` among them); ``kinds``:
+    ``describe``'s kind counts, which make a partly trainable part's count exact."""
+    plan = FreezePlan.of(frozen)
+    by_part = {}
+    for name, n in part_counts.items():
+        kept = plan.trainable_kinds(name)
+        trainable = n if kept is None else kept_count((kinds or {}).get(name, {}), kept)
+        state = "trains" if kept is None else "partly" if kept else "frozen"
+        by_part[name] = {"total": n, "trainable": trainable, "state": state,
+                         "keeps": parts.kinds_in_words(kept or ())}
     total = sum(part_counts.values())
     trainable = sum(v["trainable"] for v in by_part.values())
-    return {"total": total, "trainable": trainable, "percent": 100.0 * trainable / total if total else 0.0,
-            "by_part": by_part}
+    return {"total": total, "trainable": trainable, "by_part": by_part}

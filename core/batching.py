@@ -8,6 +8,7 @@ padding), and the batches are then shuffled across windows and tasks.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping, Sized
 from dataclasses import dataclass
 
 import torch
@@ -68,6 +69,7 @@ def epoch_schedule(splits: dict[str, EncodedSplit], batch_size: int, rng: random
     return schedule
 
 
-def steps_per_epoch(splits: dict[str, EncodedSplit], batch_size: int, sampling: str) -> int:
+def steps_per_epoch(splits: Mapping[str, Sized], batch_size: int, sampling: str) -> int:
+    """Batches per epoch, from the number of examples per task (splits, or their texts before encoding)."""
     counts = [-(-len(s) // batch_size) for s in splits.values()]
     return max(counts) * len(counts) if sampling == "equal" else sum(counts)

@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from core import parts as part_names
-from core.freezing import FreezePlan, frozen_parts, frozen_prefix_depth
+from core.freezing import FreezePlan, frozen_parts, frozen_prefix_depth, partly_frozen_parts
 
 SEMANTIC_NOTE = ("cached activations come from the frozen layers in eval mode, so dropout inside the frozen "
                  "layers is off (without the cache it is on while training); turn training.cache_frozen_prefix "
@@ -82,9 +82,10 @@ def decide(model, enabled: bool = True, trains: bool = True) -> dict:
     """
     parts = model.backbone_parts()
     n = len(parts.layers)
-    frozen = frozen_parts(model)
+    frozen = frozen_parts(model)  # frozen whole: a part that keeps a kind (BitFit's biases) still changes
     depth = frozen_prefix_depth(FreezePlan.of(frozen), n)
     backbone_frozen = part_names.backbone(frozen)
+    partly = part_names.backbone(partly_frozen_parts(model))
     above = [p for p in part_names.layers(backbone_frozen) if part_names.layer_index(p) >= max(depth, 0)]
     notes = []
     if above and depth >= 0:
@@ -94,6 +95,9 @@ def decide(model, enabled: bool = True, trains: bool = True) -> dict:
         out["reason"] = "turned off (training.cache_frozen_prefix is false)"
     elif not trains:
         out["reason"] = "nothing trains: the run evaluates once, so there is nothing to reuse"
+    elif depth < 0 and part_names.EMBEDDINGS in partly:
+        out["reason"] = ("the embeddings are only partly frozen (a kept kind, such as BitFit's biases, trains), so "
+                         "every layer's input changes each step; training runs normally")
     elif depth < 0:
         out["reason"] = ("nothing in the backbone is frozen" if not backbone_frozen else
                          f"the frozen parts ({', '.join(backbone_frozen)}) are not a prefix: the embeddings train, "
@@ -497,13 +501,24 @@ class FrozenPrefixCache:
                 return None
         self.stats["hit_examples"] += len(rows) - len(missing)
         values, mask = store.get(rows, self.device)
+        with self.replaying():
+            return self.forward(task, None, mask, inputs_embeds=values, backbone_grad=backbone_grad)
+
+    @contextmanager
+    def replaying(self):
+        """Within this block the model's forward takes the stored prefix output as ``inputs_embeds``: the
+        backbone starts at layer ``depth`` ('hidden'), or the model's ``encode`` is the replay from the stored
+        output ('pooled', 'last_hidden'). Every kind goes through ``forward``: under several processes that is
+        DDP's, which reduces the gradients only of a backward whose forward it ran."""
         if self.kind == "hidden":
             with self.from_layer(self.depth):
-                return self.forward(task, None, mask, inputs_embeds=values, backbone_grad=backbone_grad)
-        with self.autocast():
-            with nullcontext() if backbone_grad else torch.no_grad():
-                pooled = self.encode_from(values, mask)
-            return self.model.heads[task](pooled)
+                yield
+            return
+        self.model.encode = lambda input_ids, mask, inputs_embeds=None: self.encode_from(inputs_embeds, mask)
+        try:
+            yield
+        finally:
+            del self.model.encode  # the class's encode again
 
     # -- reporting and cleanup -----------------------------------------------------------
     def info(self) -> dict:

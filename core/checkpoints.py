@@ -14,24 +14,44 @@ from core.model import MultiTaskModel
 from core.runs import CHANGED_TENSORS, Run, RunError, RunStore, atomic_write_json
 
 
-def save_weights(model: MultiTaskModel, tokenizer, run: Run, mode: str = "full", source: dict | None = None) -> None:
+def save_weights(model: MultiTaskModel, tokenizer, run: Run, mode: str = "full", source: dict | None = None,
+                 trained: set[str] | None = None, adapter=None) -> None:
     """The heads always go to ``heads.safetensors``. ``full``: ``backbone/`` loads with
     ``AutoModel.from_pretrained``. ``changed``: only the tensors training could change, in ``changed/``,
-    with where the rest came from (``source``) and a hash of each reused tensor. ``none``: no backbone."""
+    with where the rest came from (``source``) and a hash of each reused tensor. ``none``: no backbone.
+    ``trained``: the backbone tensors (by name) that trained at some point, when a freeze schedule changed
+    the plan; otherwise those trainable now.
+
+    With an ``adapter`` (core.adapters) the backbone is saved with the adapters merged, so both forms load
+    as a plain model, and the adapter alone goes to ``adapter/`` (peft's ``save_pretrained``)."""
+    backbone, changed = model.backbone, trained
+    if adapter is not None and mode != "none":
+        changed = adapter.changed_tensors(model.backbone) | (trained or set())
+        save_adapter(adapter, run)
+        backbone = adapter.merged_backbone()
     if mode == "full":
         staging = run.path / ".backbone.tmp"
         shutil.rmtree(staging, ignore_errors=True)
-        model.backbone.save_pretrained(staging)
+        backbone.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         shutil.rmtree(run.backbone_dir, ignore_errors=True)
         staging.rename(run.backbone_dir)
     elif mode == "changed":
-        save_changed(model.backbone, tokenizer, run, source or {})
+        save_changed(backbone, tokenizer, run, source or {}, changed)
     state = {k: v.detach().float().cpu().contiguous() for k, v in model.head_state().items()}
     tmp = run.path / ".heads.tmp"
     save_file(state, str(tmp))
     tmp.rename(run.heads_path)
     atomic_write_json(run.path / "heads.json", {"pooling": model.pooling, "labels": model.task_labels})
+
+
+def save_adapter(adapter, run: Run) -> None:
+    """``adapter/``, written whole or not at all."""
+    staging = run.path / ".adapter.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    adapter.save(staging)
+    shutil.rmtree(run.adapter_dir, ignore_errors=True)
+    staging.rename(run.adapter_dir)
 
 
 def tensor_digest(tensor: torch.Tensor) -> str:
@@ -41,10 +61,12 @@ def tensor_digest(tensor: torch.Tensor) -> str:
     return digest.hexdigest()[:32]
 
 
-def save_changed(backbone, tokenizer, run: Run, source: dict) -> None:
-    """``changed/``: the trainable tensors, the config and tokenizer, and ``base.json`` (the base's source and
-    a hash of every tensor reused from it), written whole or not at all."""
-    trainable = {name for name, p in backbone.named_parameters() if p.requires_grad}
+def save_changed(backbone, tokenizer, run: Run, source: dict, trained: set[str] | None = None) -> None:
+    """``changed/``: the trainable tensors (or the names in ``trained``: those a freeze schedule trained at
+    some point, or a merged adapter's projections), the config and tokenizer, and ``base.json`` (the base's
+    source and a hash of every tensor reused from it), written whole or not at all."""
+    trainable = trained if trained is not None else {name for name, p in backbone.named_parameters()
+                                                     if p.requires_grad}
     state = backbone.state_dict()
     staging = run.path / ".changed.tmp"
     shutil.rmtree(staging, ignore_errors=True)
@@ -149,7 +171,8 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 def check_safe_weights(run: Run) -> None:
     """Refuse a run whose weights are not (only) safetensors: a pickle file can run code when loaded."""
     folders = [f for f in (run.backbone_dir, run.changed_dir) if f.is_dir()]
-    files = [*run.path.iterdir(), *(p for f in folders for p in f.rglob("*"))]  # not prefix_cache/: activations
+    scanned = [*folders, *([run.adapter_dir] if run.adapter_dir.is_dir() else [])]
+    files = [*run.path.iterdir(), *(p for f in scanned for p in f.rglob("*"))]  # not prefix_cache/: activations
     pickles = sorted(p.name for p in files if p.suffix.lower() in PICKLE_SUFFIXES)
     if pickles or not any(p.suffix == ".safetensors" for f in folders for p in f.glob("*.safetensors")):
         found = f"it holds {', '.join(pickles[:3])}" if pickles else "backbone/ has no .safetensors file"

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-PRESET_NAMES = ("none", "scenario1", "scenario2", "scenario3", "lower_k", "top_quarter")
+PRESET_NAMES = ("none", "scenario1", "scenario2", "scenario3", "lower_k", "top_quarter", "bitfit", "norms_only")
 PAGE_SECTIONS = ("backbone", "data", "freeze", "settings")  # the page's sections a lesson may hide or lock
 
 
@@ -58,13 +58,25 @@ class TaskConfig(_Strict):
         return name
 
 
+class ScheduleConfig(_Strict):
+    """A freeze plan that changes while the run trains (core.schedules)."""
+
+    kind: Literal["gradual_unfreeze", "progressive_freeze"] = Field(
+        description="gradual_unfreeze: unfreeze the highest frozen layer; progressive_freeze: freeze the lowest "
+                    "trainable layer (the embeddings count as the lowest layer)")
+    every: int = Field(1, ge=1, description="how often the plan changes, in units")
+    unit: Literal["epoch", "step"] = "epoch"
+
+
 class FreezeConfig(_Strict):
     """What is frozen: a preset, explicit part names, or both (their union)."""
 
     preset: Literal[PRESET_NAMES] | None = None  # type: ignore[valid-type]
     k: int | None = Field(None, ge=0, description="lower_k: how many lower layers to freeze")
     head: str | None = Field(None, description="scenario3: which task head to freeze")
-    parts: list[str] = Field(default_factory=list)
+    parts: list[str] = Field(default_factory=list, description="parts to freeze; <part>:<kind> (layer.3:bias, "
+                                                                "layer.3:norm) freezes all of the part but that kind")
+    schedule: ScheduleConfig | None = Field(None, description="change the plan while training; none: fixed")
 
     @model_validator(mode="after")
     def _preset_arguments(self) -> "FreezeConfig":
@@ -80,6 +92,9 @@ class TrainingConfig(_Strict):
     batch_size: int = Field(32, ge=1, le=1024)
     learning_rate: float = Field(5e-5, gt=0, le=1e-2, description="backbone learning rate")
     head_learning_rate: float = Field(1e-3, gt=0, le=1e-1, description="learning rate of the task heads")
+    layer_lr_decay: float = Field(1.0, description="layer-wise learning rates: the top layer learns at "
+                                  "learning_rate, each layer below at this times the rate above it, the embeddings "
+                                  "lowest; 1: one rate for the whole backbone")
     weight_decay: float = Field(0.01, ge=0, le=1)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     max_grad_norm: float = Field(1.0, gt=0)
@@ -97,6 +112,58 @@ class TrainingConfig(_Strict):
         "auto", description="weights kept: full (a whole backbone/ folder), changed (only the tensors training "
                             "could change, rebuilt on the base when loaded), none; auto: full for a single run, "
                             "changed for a sweep's members")
+
+    @field_validator("layer_lr_decay")
+    @classmethod
+    def _decay_in_range(cls, decay: float) -> float:
+        if not 0 < decay <= 1:
+            raise ValueError(f"must be in (0, 1] (1: one rate for the whole backbone), not {decay:g}")
+        return decay
+
+
+class AdapterConfig(_Strict):
+    """Low-rank adapters (LoRA, through peft) instead of training the adapted layers' own weights.
+
+    The layers that carry adapters have their base weights frozen; the adapters and the heads train.
+    ``r: auto`` picks the rank whose trainable count is closest to that of the ``match`` freeze section.
+    """
+
+    kind: Literal["lora"] = "lora"
+    r: int | Literal["auto"] = Field(8, description="the adapters' rank, or auto: matched to the budget of match")
+    alpha: float = Field(16.0, gt=0, description="LoRA's scaling numerator: updates are scaled by alpha / r")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapters' input")
+    targets: list[str] = Field(default_factory=lambda: ["query", "value"], min_length=1,
+                               description="projections to adapt, by module name inside a layer (peft's "
+                                           "target_modules: a name or the end of a dotted path)")
+    layers: Literal["trainable", "all"] = Field("trainable", description="trainable: the layers the freeze plan "
+                                                                         "leaves trainable; all: every layer")
+    match: FreezeConfig | None = Field(None, description="with r: auto, the freeze section whose trainable "
+                                                         "parameter count the adapters match")
+
+    @field_validator("r", mode="before")
+    @classmethod
+    def _rank(cls, r):
+        """One message for every bad rank (pydantic would name both arms of the union)."""
+        if r != "auto" and (isinstance(r, bool) or not isinstance(r, int) or r < 1):
+            raise ValueError(f"the rank must be a whole number of 1 or more, or auto, not {r!r}")
+        return r
+
+    @field_validator("targets")
+    @classmethod
+    def _named_targets(cls, targets: list[str]) -> list[str]:
+        blank = [t for t in targets if not t.strip()]
+        if blank:
+            raise ValueError("a target is empty; name a projection such as query or value")
+        return list(dict.fromkeys(t.strip() for t in targets))
+
+    @model_validator(mode="after")
+    def _auto_needs_match(self) -> "AdapterConfig":
+        if self.r == "auto" and self.match is None:
+            raise ValueError("r: auto needs match, the freeze section whose trainable count to match, "
+                             "e.g. match: {preset: lower_k, k: 4}")
+        if self.r != "auto" and self.match is not None:
+            raise ValueError(f"match is used only with r: auto (r is {self.r}); drop match or set r: auto")
+        return self
 
 
 class LessonConfig(_Strict):
@@ -150,6 +217,7 @@ class ExperimentConfig(_Strict):
     tasks: dict[str, TaskConfig] | None = None
     freeze: FreezeConfig = Field(default_factory=FreezeConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    adapter: AdapterConfig | None = Field(None, description="LoRA adapters (off when omitted)")
     init_from: str | None = Field(None, description="a run id or run folder whose weights to start from")
     lesson: LessonConfig | None = Field(None, description="a teacher's lesson for the page; training ignores it")
 
@@ -163,6 +231,16 @@ class ExperimentConfig(_Strict):
                 if not name.replace("_", "").replace("-", "").isalnum():
                     raise ValueError(f"task name {name!r} may hold only letters, digits, '-' and '_'")
         return tasks
+
+    @field_validator("adapter")
+    @classmethod
+    def _adapter_without_schedule(cls, adapter, info):
+        """A schedule sets each part's requires_grad at its changes, which would undo the adapters' frozen
+        base weights; the two do not combine (yet)."""
+        freeze = info.data.get("freeze")
+        if adapter is not None and freeze is not None and freeze.schedule is not None:
+            raise ValueError("a LoRA run cannot follow freeze.schedule; drop the schedule or the adapter")
+        return adapter
 
     @property
     def task_names(self) -> list[str]:

@@ -49,12 +49,35 @@ def resolve_precision(requested: str, device: str) -> str:
 
 
 def make_accelerator(device: str, precision: str):
-    """A fresh Accelerator; its shared state is reset so runs in one process may differ."""
+    """A fresh Accelerator; its shared state is reset so runs in one process may differ.
+
+    Under a launcher (several processes) these settings matter; a single process ignores them:
+
+    - ``split_batches``: core splits each step's global batch over the processes itself
+      (core.distributed), so the learning-rate schedule steps once per step, not once per process.
+    - ``find_unused_parameters``: a step trains one task, so the other tasks' heads (and, for a task
+      whose loss stays out of the backbone, the backbone) get no gradient in it; DDP must look for
+      them rather than wait for their gradients. A static graph cannot be declared, because which
+      parameters are unused changes from step to step. Frozen parameters (``requires_grad`` false)
+      are not DDP's to reduce at all: only trainable parameters' gradients are sent.
+    - ``broadcast_buffers`` off: the encoders' buffers (position ids) never change, and a broadcast
+      in every forward would make evaluation, where processes run different numbers of batches,
+      wait for each other.
+    """
+    import warnings
+
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
+    from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs
 
+    # DDP's successor setting (forward_sync_buffers) is not among Accelerate's DDP kwargs yet; DDP's own
+    # warning says to keep broadcast_buffers=False until then
+    warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated", category=FutureWarning)
     AcceleratorState._reset_state(reset_partial_state=True)
-    return Accelerator(cpu=device == "cpu", mixed_precision=precision)
+    return Accelerator(cpu=device == "cpu", mixed_precision=precision,
+                       dataloader_config=DataLoaderConfiguration(split_batches=True),
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True,
+                                                                      broadcast_buffers=False)])
 
 
 def describe_device(device: str) -> str:

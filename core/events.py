@@ -63,10 +63,21 @@ class ChangeEvent:
     time: float = field(default_factory=time.time)
 
 
-Event = Union[StepEvent, EvalEvent, ProgressEvent, StateEvent, ChangeEvent]
+@dataclass
+class PlanEvent:
+    """The freeze schedule changed the plan (core.schedules): from this step on, these parts are frozen.
+    A scheduled run's first one, at step 0, is the plan it starts from."""
+
+    step: int  # training steps run when the new plan took effect
+    frozen: list  # the new plan's frozen part names, <part>:<kind> included
+    kind: str = "plan"
+    time: float = field(default_factory=time.time)
+
+
+Event = Union[StepEvent, EvalEvent, ProgressEvent, StateEvent, ChangeEvent, PlanEvent]
 Subscriber = Callable[[Event], None]
 KINDS = {"step": StepEvent, "eval": EvalEvent, "progress": ProgressEvent, "state": StateEvent,
-         "change": ChangeEvent}
+         "change": ChangeEvent, "plan": PlanEvent}
 
 
 def to_dict(event: Event) -> dict:

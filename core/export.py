@@ -2,13 +2,14 @@
 
 The zip holds one folder named after the run: ``model/`` (a Hugging Face folder: config, tokenizer,
 safetensors weights), ``heads.safetensors`` with ``heads.json`` (pooling and labels), the run's record
-(``config.yaml``, ``summary.json``, ``metrics.jsonl``, ``predictions.json``) and a model card,
-``README.md``. Only safetensors, JSON, YAML, text and tokenizer files go in, and only regular files of
+(``config.yaml``, ``summary.json``, ``metrics.jsonl``, ``predictions.json``, ``notes.json`` where they exist)
+and a model card, ``README.md``. Only safetensors, JSON, YAML, text and tokenizer files go in, and only regular files of
 the run: a symbolic link is refused rather than followed, so nothing outside the run can leak into a
 download, and a pickle file is refused as it is when loading (it can run code).
 
 A run that stored only what training changed is rebuilt on its checked base into a temporary folder for
 the zip; the run folder stays small (``python -m core materialize`` keeps a full copy when wanted).
+A LoRA run's ``model/`` has its adapters merged in; the adapter alone, as peft saved it, is ``adapter/``.
 """
 
 from __future__ import annotations
@@ -23,14 +24,17 @@ import zipfile
 from pathlib import Path
 from typing import BinaryIO
 
+from core.adapters import describe as adapter_line
 from core.checkpoints import check_safe_weights, describe_source, save_rebuilt
+from core.freezing import share_text
 from core.runs import Run, RunError
 
 EXPORTABLE = ("finished", "evaluated", "stopped")
 RECORD_FILES = ("heads.safetensors", "heads.json", "config.yaml", "summary.json", "metrics.jsonl",
-                "predictions.json")
+                "predictions.json", "notes.json")
 MODEL_SUFFIXES = (".safetensors", ".json", ".txt", ".model")  # weights; config and tokenizer; vocab; sentencepiece
 MODEL_FOLDER = "model"
+ADAPTER_FOLDER = "adapter"
 STORED = (".safetensors",)  # weights barely compress: stored as they are, so a download starts sooner
 
 
@@ -98,6 +102,9 @@ def write_export(run: Run, target: BinaryIO) -> None:
         entries = [(path, f"{root}/{path.name}") for path in record_files(run)]
         entries += [(path, f"{root}/{MODEL_FOLDER}/{path.relative_to(model).as_posix()}")
                     for path in own_files(model, MODEL_SUFFIXES)]
+        if run.adapter_dir.is_dir():  # a LoRA run's adapter, as peft saved it (model/ has it merged)
+            entries += [(path, f"{root}/{ADAPTER_FOLDER}/{path.relative_to(run.adapter_dir).as_posix()}")
+                        for path in own_files(run.adapter_dir, MODEL_SUFFIXES)]
         with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
             archive.writestr(f"{root}/README.md", model_card(run, rebuilt_on))
             for path, name in entries:
@@ -147,10 +154,15 @@ def model_card(run: Run, rebuilt_on: str | None = None) -> str:
 
 def frozen_section(summary: dict) -> str:
     params = summary.get("params", {})
-    share = f" ({params['trainable'] / params['total']:.1%})" if params.get("total") else ""
+    share = f" ({share_text(params['trainable'] / params['total'])})" if params.get("total") else ""
     frozen = ", ".join(f"`{part}`" for part in summary.get("frozen", [])) or "nothing"
     preset = f"Preset `{summary['preset']}`. " if summary.get("preset") else ""
-    return (f"## What was frozen\n\n{preset}Frozen parts: {frozen}. Trainable: {params.get('trainable', 0):,} of "
+    adapter = summary.get("adapter")
+    lora = (f"Trained with low-rank adapters (peft): {adapter_line(adapter)}. `model/` has them merged into its "
+            "weights; `adapter/` holds the adapter alone (`PeftModel.from_pretrained(base, \"adapter\")`). "
+            if adapter else "")
+    return (f"## What was frozen\n\n{preset}{lora}Frozen parts: {frozen}. Trainable: "
+            f"{params.get('trainable', 0):,} of "
             f"{params.get('total', 0):,} parameters{share}. {summary.get('steps', 0)} training steps; "
             f"seed {summary.get('seed')}." + (f" Warm start from run `{summary['init_from']}`."
                                                if summary.get("init_from") else ""))

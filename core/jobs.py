@@ -99,26 +99,31 @@ class JobManager:
         self.queue: list[Job] = []  # jobs waiting for the device, first to start first
 
     def start(self, config: ExperimentConfig, owner: str | None = None, sweep: dict | None = None,
-              guess: str | None = None) -> Job:
+              then: list[ExperimentConfig] | tuple = (), guess: str | None = None) -> Job:
         """Start a run (or a sweep: ``python -m core sweep`` arguments) now, or queue it behind the one that
-        trains (one trainer per device). ``guess``: the student's answer to ``config.lesson``'s question."""
+        trains (one trainer per device). ``then``: runs queued right behind it as part of the same request
+        (the page's "Also train LoRA at this budget"); they do not count against the one waiting job.
+        ``guess``: the student's answer to ``config.lesson``'s question, kept by the first run only."""
         if guess is not None:
             if config.lesson is None:
                 raise ValueError("a guess needs a lesson with a question")
             guess = config.lesson.checked_guess(guess)
         with self._lock:
             job = Job(config, self.runs_dir, owner=owner, sweep=sweep, guess=guess)
+            followers = [Job(c, self.runs_dir, owner=owner, state="queued") for c in then]
             if not self.queue and self._live_job() is None:  # never ahead of a job that waits
                 self._launch(job)
+                if job.state != "error":  # a runs folder that failed the first fails the rest: queue none
+                    self.queue.extend(followers)
                 return job
             waiting = [j for j in self.queue if owner is not None and j.owner == owner]
             if waiting:
                 raise BusyError(f"your run is already waiting in the queue (position {self._position(waiting[0])}); "
                                 "wait for it or cancel it")
-            if len(self.queue) >= MAX_WAITING:
+            if len(self.queue) + len(followers) >= MAX_WAITING:
                 raise BusyError(f"the queue is full ({MAX_WAITING} runs waiting); try again when one has trained")
             job.state = "queued"
-            self.queue.append(job)
+            self.queue.extend([job, *followers])
             return job
 
     def stop(self, job: Job | None = None) -> None:

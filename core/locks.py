@@ -2,6 +2,10 @@
 
 The lock between processes is ``filelock``'s: an OS lock on every platform (``flock`` on
 Linux and macOS, ``msvcrt.locking`` on Windows), released by the OS when its holder dies.
+
+A sweep spread over devices (``sweep --devices``) holds the lock itself and trains each member in a
+child process; ``HELD_BY_PARENT`` in a child's environment names the device its parent holds for it.
+One run over several processes (``accelerate launch``) takes it once per machine (core.distributed).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from filelock import FileLock, Timeout
 
 _thread_lock = threading.Lock()
 _queue = threading.local()  # the device a sweep in this thread holds for its members
+HELD_BY_PARENT = "FREEZE_LAB_LOCK_HELD"  # a sweep's child: the device its parent process holds the lock of
 
 
 class BusyError(RuntimeError):
@@ -34,7 +39,7 @@ def training_lock(device: str, queue: bool = False) -> Iterator[None]:
     ``queue=True`` holds it for a queue of runs (a sweep): runs this thread starts inside
     it go ahead, so no other training slips in between two members.
     """
-    if getattr(_queue, "device", None) == device:
+    if getattr(_queue, "device", None) == device or os.environ.get(HELD_BY_PARENT) == device:
         yield
         return
     if not _thread_lock.acquire(blocking=False):

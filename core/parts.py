@@ -5,6 +5,12 @@ output: ``embeddings``, ``layer.<i>`` (encoder layers, 0 at the bottom), ``poole
 (only when the backbone has one) and ``head.<task>``. Freeze plans, presets, the
 cache, the change map and the page all build and read names through these functions
 instead of formatting or splitting strings themselves. No torch here: the page uses it.
+
+A part with a kind, ``<part>:<kind>`` (``layer.3:bias``, ``embeddings:norm``), names a
+part that is frozen except for its tensors of that kind, which keep training: the
+budget BitFit and LayerNorm-only tuning spend. The kinds are ``bias`` (every bias,
+LayerNorm's included) and ``norm`` (LayerNorm weights and biases). A part named with
+two kinds trains both; a part also named plainly is frozen whole.
 """
 
 from __future__ import annotations
@@ -15,6 +21,9 @@ EMBEDDINGS = "embeddings"
 POOLER = "pooler"
 LAYER_PREFIX = "layer."
 HEAD_PREFIX = "head."
+KIND_SEPARATOR = ":"
+BIAS, NORM = "bias", "norm"
+KINDS = {BIAS: "biases", NORM: "LayerNorms"}  # kind -> what it keeps training, in words
 
 
 def layer(index: int) -> str:
@@ -23,6 +32,22 @@ def layer(index: int) -> str:
 
 def head(task: str) -> str:
     return f"{HEAD_PREFIX}{task}"
+
+
+def with_kind(part: str, kind: str) -> str:
+    """``layer.3``, ``bias`` -> ``layer.3:bias``: the part frozen except for its biases."""
+    return f"{part}{KIND_SEPARATOR}{kind}"
+
+
+def split_kind(name: str) -> tuple[str, str | None]:
+    """``layer.3:bias`` -> (``layer.3``, ``bias``); a plain part name -> (name, None)."""
+    part, separator, kind = name.partition(KIND_SEPARATOR)
+    return (part, kind) if separator else (name, None)
+
+
+def kinds_in_words(kinds) -> str:
+    """{norm, bias} -> 'biases and LayerNorms' (in the order of ``KINDS``)."""
+    return " and ".join(KINDS[k] for k in KINDS if k in kinds)
 
 
 def is_layer(name: str) -> bool:

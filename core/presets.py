@@ -1,6 +1,8 @@
 """The freezing presets: the seed document's three scenarios, its transfer-learning
-strategy, and two more. Each builds a FreezePlan from the model's part names and
-carries a short explanation written for a class to read.
+strategy, and more. Each builds a FreezePlan from the model's part names and
+carries a short explanation written for a class to read. ``bitfit`` and
+``norms_only`` freeze by kind of tensor rather than by layer: their plans name each
+backbone part with the kind that keeps training (``layer.3:bias``, ``core.parts``).
 """
 
 from __future__ import annotations
@@ -73,6 +75,25 @@ PRESETS: dict[str, Preset] = {
             "When compute or memory is tight but you still want the backbone to adapt.",
         ),
         Preset(
+            "bitfit",
+            "BitFit: train only the biases",
+            "Every weight matrix and embedding table of the backbone; its bias terms (LayerNorm's included) "
+            "and both heads train.",
+            "Each layer keeps what it computes but may shift where its units switch on: a small, even nudge "
+            "spread over the whole backbone instead of a large change to a few layers.",
+            "Ben Zaken, Ravfogel & Goldberg (2021) found that training only the biases (about 0.1% of BERT's "
+            "parameters) comes close to full fine-tuning on small and medium data sets.",
+            "Small data, or many tasks sharing one backbone: each task's change is just its biases.",
+        ),
+        Preset(
+            "norms_only",
+            "LayerNorm only",
+            "Every tensor of the backbone except its LayerNorm weights and biases; those and both heads train.",
+            "Each layer may rescale and shift its normalised features, but not change what they are.",
+            "An even smaller budget than BitFit; it shows how much re-scaling features alone recovers.",
+            "A cheap probe of a backbone on a new domain, or a baseline for the other small budgets.",
+        ),
+        Preset(
             "none",
             "Train everything",
             "Nothing.",
@@ -82,6 +103,9 @@ PRESETS: dict[str, Preset] = {
         ),
     ]
 }
+
+
+KIND_PRESETS = {"bitfit": parts.BIAS, "norms_only": parts.NORM}  # preset -> the kind its backbone keeps training
 
 
 def preset_plan(name: str, part_names: list[str], k: int | None = None, head: str | None = None) -> FreezePlan:
@@ -105,6 +129,8 @@ def preset_plan(name: str, part_names: list[str], k: int | None = None, head: st
     if name == "top_quarter":
         keep = max(1, round(len(layers) / 4))
         return FreezePlan.of([parts.EMBEDDINGS, *layers[: len(layers) - keep]])
+    if name in KIND_PRESETS:
+        return FreezePlan.of([parts.with_kind(part, KIND_PRESETS[name]) for part in backbone])
     raise FreezeError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
 
 
@@ -114,4 +140,5 @@ def plan_from_config(freeze_config, part_names: list[str]) -> FreezePlan:
     if freeze_config.preset:
         plan = preset_plan(freeze_config.preset, part_names, k=freeze_config.k, head=freeze_config.head)
     plan = plan.union(FreezePlan.of(freeze_config.parts))
-    return FreezePlan.of([p for p in part_names if p in plan.frozen] + [p for p in plan.frozen if p not in part_names])
+    order = {name: i for i, name in enumerate(part_names)}  # model order; unknown parts last, for the check
+    return FreezePlan.of(sorted(plan.frozen, key=lambda p: order.get(parts.split_kind(p)[0], len(order))))

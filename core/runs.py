@@ -2,9 +2,13 @@
 
 ``<runs dir>/<run id>/`` holds ``config.yaml``, ``metrics.jsonl`` (appended as
 events happen), ``summary.json`` (rewritten atomically), and the weights
-(``backbone/`` and ``heads.safetensors``), and ``predictions.json`` (the final evaluation's
-prediction for each validation example). The page, the CLI and comparisons
-all read runs back through this module, live or finished alike.
+(``backbone/`` and ``heads.safetensors``), ``predictions.json`` (the final evaluation's
+prediction for each validation example) and ``notes.json`` (the user's note and tags). The
+page, the CLI and comparisons all read runs back through this module, live or finished alike.
+
+The note and tags have a file of their own because training rewrites the summary while it runs:
+a note set meanwhile could be lost between the trainer's read and its write. Nothing but
+``Run.annotate`` writes ``notes.json``, under a lock, so two writers (the page and the CLI) both keep theirs.
 
 While a run trains, a ``stop`` file appearing in its folder asks its trainer to stop
 after the current step: a request any process can make on any OS, with no signal. The
@@ -21,7 +25,10 @@ import shutil
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from core import events as ev
 from core.config import ExperimentConfig, LessonConfig, dump_config, load_config
@@ -30,6 +37,9 @@ RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
 ACTIVE = "running"
 CHANGED_TENSORS = "tensors.safetensors"  # in changed/: the backbone tensors training could change
 PREDICTIONS = "predictions.json"  # per task: label names, true and predicted indices, confidence
+NOTES = "notes.json"  # {"note": text, "tags": [tag, ...]}: what the user wrote about the run
+MAX_NOTE_CHARS, MAX_TAGS = 1000, 20
+TAG = re.compile(r"^[\w.:+-]{1,32}$")  # one word: letters (any script), digits, '.', ':', '+', '-', '_'
 MIN_FREE_MB = 200
 # On Windows a rename onto a file fails while another process has it open (the page reading a
 # summary): such a rename is tried again for about a second. Elsewhere it never waits.
@@ -38,6 +48,21 @@ REPLACE_TRIES = 20 if os.name == "nt" else 1
 
 class RunError(ValueError):
     """A run that cannot be found, created or changed; one line."""
+
+
+def clean_tag(text: str) -> str:
+    """A tag as stored: trimmed and lower-case, so 'Baseline' and 'baseline' are one tag."""
+    tag = text.strip().lower()
+    if not TAG.fullmatch(tag):
+        raise RunError(f"invalid tag {text!r}: one word of 1 to 32 letters, digits, '.', ':', '+', '-' or '_'")
+    return tag
+
+
+def clean_note(text: str) -> str:
+    note = text.strip()
+    if len(note) > MAX_NOTE_CHARS:
+        raise RunError(f"a note has at most {MAX_NOTE_CHARS} characters, not {len(note)}")
+    return note
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -101,9 +126,11 @@ class Run:
     summary_path = property(lambda self: self.path / "summary.json")
     backbone_dir = property(lambda self: self.path / "backbone")
     changed_dir = property(lambda self: self.path / "changed")  # training.save: changed
+    adapter_dir = property(lambda self: self.path / "adapter")  # a LoRA run's adapter, as peft saves it
     heads_path = property(lambda self: self.path / "heads.safetensors")
     predictions_path = property(lambda self: self.path / PREDICTIONS)  # the final evaluation, per example
     stop_path = property(lambda self: self.path / "stop")
+    notes_path = property(lambda self: self.path / NOTES)
 
     def request_stop(self) -> None:
         """Ask the run's trainer to stop after its current step; asking twice is asking once."""
@@ -129,6 +156,47 @@ class Run:
         summary = {**self.summary(), **changes}
         self.write_summary(summary)
         return summary
+
+    def notes(self) -> dict:
+        """The note and tags; a run without any (or with an unreadable file) has an empty note and no tags."""
+        try:
+            data = json.loads(self.notes_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {"note": "", "tags": []}
+        data = data if isinstance(data, dict) else {}
+        note, tags = data.get("note"), data.get("tags")
+        return {"note": note if isinstance(note, str) else "",
+                "tags": [t for t in tags if isinstance(t, str)] if isinstance(tags, list) else []}
+
+    @property
+    def note(self) -> str:
+        return self.notes()["note"]
+
+    @property
+    def tags(self) -> list[str]:
+        return self.notes()["tags"]
+
+    def annotate(self, note: str | None = None, add: Iterable[str] = (), remove: Iterable[str] = ()) -> dict:
+        """Set the note (None keeps it, "" clears it), add tags, then remove tags; returns what is saved.
+
+        A running run may be annotated too: training never writes this file. Everything is checked before
+        anything is written, and the file is replaced whole, so a refused change leaves the old note intact.
+        """
+        note = None if note is None else clean_note(note)
+        add, remove = [clean_tag(t) for t in add], {clean_tag(t) for t in remove}
+        try:
+            with FileLock(self.path / f".{NOTES}.lock", timeout=10):
+                saved = self.notes()
+                tags = [t for t in dict.fromkeys([*saved["tags"], *add]) if t not in remove]
+                if len(tags) > MAX_TAGS:
+                    raise RunError(f"a run has at most {MAX_TAGS} tags; remove some first")
+                notes = {"note": saved["note"] if note is None else note, "tags": tags}
+                atomic_write_json(self.notes_path, notes)
+        except Timeout:
+            raise RunError(f"run {self.id}'s note is being saved by another process; try again") from None
+        except OSError as error:
+            raise RunError(f"cannot save run {self.id}'s note and tags: {error.strerror or error}") from None
+        return notes
 
     def config(self) -> ExperimentConfig:
         return load_config(self.config_path)
@@ -257,7 +325,7 @@ class RunStore:
         summary = run.summary()
         if summary.get("status") == ACTIVE and pid_alive(summary.get("pid"), summary.get("host")):
             raise RunError(f"run {run_id} is still training; stop it first")
-        for folder in (run.backbone_dir, run.changed_dir):
+        for folder in (run.backbone_dir, run.changed_dir, run.adapter_dir):
             shutil.rmtree(folder, ignore_errors=True)
         run.heads_path.unlink(missing_ok=True)
         run.update_summary(weights="deleted")

@@ -16,6 +16,8 @@ initialisation, the batch order and dropout.
 
 The frozen work is shared: before the first member, one pass of the pristine
 backbone stores the input of every layer the members cache (core.cache.SharedPrefix).
+With ``devices`` the members train in child processes instead, one per device at a time
+(core.sweep_devices), without that shared pass.
 
 On stop (Ctrl-C, the page's Stop) the running member ends as ``stopped`` and no
 further member starts; members that never started stay in ``members`` with status
@@ -138,22 +140,29 @@ def sweeps_root(runs_dir: str | Path) -> Path:
 def run_sweep(base: ExperimentConfig, depths: list[int] | str | None = None, presets: list | tuple = (),
               seeds: int = 1, runs_dir: str | Path = "runs", stop: threading.Event | None = None,
               subscribers: list | None = None, on_member: Callable[[dict, dict], None] | None = None,
-              on_start: Callable[[Path], None] | None = None, on_run: Callable | None = None) -> dict:
+              on_start: Callable[[Path], None] | None = None, on_run: Callable | None = None,
+              devices: list[str] | None = None) -> dict:
     """Validate everything, then train every member; returns the final sweep.json content.
 
     ``on_member(member, summary)`` is told each member's outcome as it ends; ``on_start``
     the sweep folder once it exists; ``on_run(run)`` each member's run as soon as it exists
     (so a caller can follow it live). Raises a one-line error before the first member.
     The training lock is held from the first check to the last member: one queue.
+    ``devices`` (core.sweep_devices): train the members in child processes, one per device at a time.
     """
     from core.device import resolve_device
     from core.locks import training_lock
+    from core.sweep_devices import check_devices, execute_on_devices
 
     if seeds < 1:
         raise ConfigError(f"seeds must be 1 or more, not {seeds}")
     RunStore(runs_dir).check_writable()
-    with training_lock(resolve_device(base.training.device), queue=True):
+    device = check_devices(devices, base.training.device) if devices else resolve_device(base.training.device)
+    with training_lock(device, queue=True):
         plan = plan_sweep(base, depths, list(presets), seeds, runs_dir)
+        if devices:
+            return execute_on_devices(plan, runs_dir, stop or threading.Event(), devices, on_member, on_start,
+                                      on_run)
         return execute(plan, runs_dir, stop or threading.Event(), subscribers, on_member, on_start, on_run)
 
 
@@ -200,25 +209,9 @@ def execute(plan: SweepPlan, runs_dir, stop: threading.Event, subscribers, on_me
     from core.cache import SharedPrefix
     from core.training import cache_settings, encode_splits
 
-    store, root = RunStore(runs_dir), sweeps_root(runs_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    sweep_id = new_sweep_id(root, plan.base)
-    folder = root / sweep_id
-    folder.mkdir()
-    probe = plan.probe
-    record = {
-        "sweep_id": sweep_id, "name": plan.base.name or sweep_id, "status": "running", "started_at": time.time(),
-        "backbone": plan.base.backbone, "n_layers": len(probe.model.backbone_parts().layers), "seeds": plan.seeds,
-        "data_seed": plan.data_seed,
-        "variants": [{"variant": v.name, "depth": v.depth, "freeze": v.freeze} for v in plan.variants],
-        "members": [{"run_id": None, "variant": v.name, "depth": v.depth, "seed": s, "status": NOT_STARTED}
-                    for s in plan.seeds for v in plan.variants],
-        "reference": {"majority_accuracy": reference_lines(probe.tasks)},
-        "base_config": plan.base.to_dict(),
-    }
-    save(folder, record, store)
-    if on_start:
-        on_start(folder)
+    store = RunStore(runs_dir)
+    folder, record = open_record(plan, store, on_start)
+    sweep_id, probe = record["sweep_id"], plan.probe
     train, val = encode_splits(probe)
     shared = SharedPrefix(probe.model, {**{f"train/{n}": s.ids for n, s in train.items()},
                                         **{f"val/{n}": s.ids for n, s in val.items()}},
@@ -243,12 +236,40 @@ def execute(plan: SweepPlan, runs_dir, stop: threading.Event, subscribers, on_me
                 on_member(member, store.get(member["run_id"]).summary() if member["run_id"] else {})
     finally:
         shared.close()
-        statuses = [m["status"] for m in record["members"]]
-        record["status"] = ("finished" if all(s in DONE for s in statuses) else
-                            "stopped" if stop.is_set() or NOT_STARTED in statuses else "failed")
-        record["finished_at"] = time.time()
-        save(folder, record, store)
+        close_record(folder, record, store, stop)
     return record
+
+
+def open_record(plan: SweepPlan, store: RunStore, on_start: Callable[[Path], None] | None) -> tuple[Path, dict]:
+    """The sweep's folder and its sweep.json, every member not started yet."""
+    root = sweeps_root(store.root)
+    root.mkdir(parents=True, exist_ok=True)
+    sweep_id = new_sweep_id(root, plan.base)
+    folder = root / sweep_id
+    folder.mkdir()
+    record = {
+        "sweep_id": sweep_id, "name": plan.base.name or sweep_id, "status": "running", "started_at": time.time(),
+        "backbone": plan.base.backbone, "n_layers": len(plan.probe.model.backbone_parts().layers),
+        "seeds": plan.seeds, "data_seed": plan.data_seed,
+        "variants": [{"variant": v.name, "depth": v.depth, "freeze": v.freeze} for v in plan.variants],
+        "members": [{"run_id": None, "variant": v.name, "depth": v.depth, "seed": s, "status": NOT_STARTED}
+                    for s in plan.seeds for v in plan.variants],
+        "reference": {"majority_accuracy": reference_lines(plan.tasks)},
+        "base_config": plan.base.to_dict(),
+    }
+    save(folder, record, store)
+    if on_start:
+        on_start(folder)
+    return folder, record
+
+
+def close_record(folder: Path, record: dict, store: RunStore, stop: threading.Event) -> None:
+    """The sweep's status from its members', saved for the last time."""
+    statuses = [m["status"] for m in record["members"]]
+    record["status"] = ("finished" if all(s in DONE for s in statuses) else
+                        "stopped" if stop.is_set() or NOT_STARTED in statuses else "failed")
+    record["finished_at"] = time.time()
+    save(folder, record, store)
 
 
 def run_member(member: dict, config: ExperimentConfig, tasks: dict[str, TaskData], sweep_id: str, shared,

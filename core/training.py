@@ -11,8 +11,11 @@ from __future__ import annotations
 import copy
 import math
 import random
+import shutil
+import tempfile
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -20,19 +23,23 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from core import checkpoints, device as devices
+from core import adapters, checkpoints, device as devices
 from core.batching import EncodedSplit, collate, encode, epoch_schedule, steps_per_epoch
 from core.cache import FrozenPrefixCache, SharedPrefix
 from core.config import ExperimentConfig
 from core.changes import ChangeMap
 from core.data import DataError, TaskData, load_tasks, validation_fingerprint
-from core.events import ChangeEvent, EvalEvent, EventBus, ProgressEvent, StateEvent, StepEvent, Subscriber
-from core.freezing import FreezePlan, apply_plan, frozen_parts, trainable_parameters
+from core.distributed import Processes, Shard, launched_world_size
+from core.events import ChangeEvent, EvalEvent, EventBus, PlanEvent, ProgressEvent, StateEvent, StepEvent, Subscriber
+from core.freezing import (FreezeError, FreezePlan, apply_plan, count_parameters, frozen_parts, partly_frozen_parts,
+                           trainable_parameters, trainable_under)
+from core.layer_rates import part_rates
 from core.locks import training_lock
 from core.metrics import accuracy, confusion_matrix, macro_f1
 from core.model import MultiTaskModel
 from core.presets import plan_from_config
 from core.runs import Run, RunStore, atomic_write_json
+from core.schedules import plan_changes
 
 OOM_HINT = "out of memory: try a smaller batch size or max length"
 
@@ -56,10 +63,12 @@ class Experiment:
     warm_start: str | None = None
     notes: list[str] = field(default_factory=list)
     shared_prefix: SharedPrefix | None = None  # a sweep's pristine layer inputs, used when the key matches
+    plan_changes: list[tuple[int, FreezePlan]] = field(default_factory=list)  # freeze.schedule's, (step, plan)
+    adapter: adapters.Adapter | None = None  # the config's LoRA adapters, when it has an adapter section
 
     @property
     def trains(self) -> bool:
-        return self.params["trainable"] > 0
+        return self.params["trainable"] > 0 or bool(self.plan_changes)  # a schedule may unfreeze a frozen model
 
 
 def build_model(config: ExperimentConfig, tasks: dict[str, TaskData], store: RunStore):
@@ -114,8 +123,19 @@ def prepare(config: ExperimentConfig, runs_dir: str | Path = "runs",
     model, tokenizer, warm = build_model(config, tasks, RunStore(runs_dir))
     plan = plan_from_config(config.freeze, list(model.parts()))
     params = apply_plan(model, plan)
+    per_epoch = steps_per_epoch({name: task.train_texts for name, task in tasks.items()},
+                                config.training.batch_size, config.training.task_sampling)
+    changes = plan_changes(config.freeze.schedule, plan, list(model.parts()), per_epoch,
+                           per_epoch * config.training.epochs)
+    if changes and launched_world_size() > 1:  # DDP registers the trainable parameters once, when it wraps
+        raise FreezeError("freeze.schedule: a run over several processes cannot change its plan while it trains; "
+                          "launch it as one process, or drop the schedule")
+    adapter = adapters.attach(config, model, plan) if config.adapter else None
+    if adapter is not None:
+        params = count_parameters(model)  # the adapters count in their layer's part
     notes = list(dict.fromkeys(note for task in tasks.values() for note in task.notes))  # two tasks, one file
-    return Experiment(config, tasks, model, tokenizer, plan, params, device, precision, warm, notes)
+    return Experiment(config, tasks, model, tokenizer, plan, params, device, precision, warm, notes,
+                      plan_changes=changes, adapter=adapter)
 
 
 def run_experiment(config: ExperimentConfig, runs_dir: str | Path = "runs",
@@ -125,16 +145,20 @@ def run_experiment(config: ExperimentConfig, runs_dir: str | Path = "runs",
     """Prepare, then train and store one run. Returns the run; its summary has the outcome.
 
     ``on_run`` is told the run folder as soon as it exists, so a caller can follow it live.
+    Under a launcher every process calls this; only the main process creates the run folder,
+    tells ``on_run`` and the subscribers, and writes (core.distributed).
     """
     store = RunStore(runs_dir)
-    store.check_writable()
+    processes = Processes.current(experiment.device if experiment else devices.resolve_device(config.training.device))
+    if processes.is_main:
+        store.check_writable()
     experiment = experiment or prepare(config, runs_dir)
-    with training_lock(experiment.device):
-        run = store.create(config)
-        if on_run:
+    with training_lock(experiment.device) if processes.locks_device else nullcontext():
+        run = Run(Path(processes.broadcast(str(store.create(config).path) if processes.is_main else None)))
+        if on_run and processes.is_main:
             on_run(run)
-        bus = EventBus([run.append_event, *(subscribers or [])])
-        Trainer(experiment, run, bus, stop or threading.Event()).run()
+        bus = EventBus([run.append_event, *(subscribers or [])] if processes.is_main else [])
+        Trainer(experiment, run, bus, stop or threading.Event(), processes).run()
     return run
 
 
@@ -188,23 +212,35 @@ def predict_split(split: EncodedSplit, batch_size: int, device,
 class Trainer:
     """One run's loop. Holds what the steps share; each method is one stage."""
 
-    def __init__(self, experiment: Experiment, run: Run, bus: EventBus, stop: threading.Event):
+    def __init__(self, experiment: Experiment, run: Run, bus: EventBus, stop: threading.Event,
+                 processes: Processes = Processes()):
         self.experiment, self.run_folder, self.bus, self.stop = experiment, run, bus, stop
+        self.processes = processes  # several under a launcher: only the main one writes the run folder
         self.cfg = experiment.config.training
         self.model = experiment.model  # after setup: the model as Accelerate prepared it (same parameters)
-        self.trainable = trainable_parameters(experiment.model)  # fixed for the run: computed once
+        self.trainable = trainable_parameters(experiment.model)  # changes only with a freeze schedule's plan
+        self.plan_changes = dict(experiment.plan_changes)  # step -> the plan from then on
+        # every parameter that trains under some plan of the run: the optimizer holds these from the start
+        self.optimized = (trainable_under(experiment.model, [experiment.plan, *self.plan_changes.values()])
+                          if self.plan_changes else list(self.trainable))
         # set by setup():
         self.accelerator = None
         self.device: torch.device | None = None
         self.pad_id = pad_id(experiment.tokenizer)
         self.train_splits: dict[str, EncodedSplit] = {}
         self.val_splits: dict[str, EncodedSplit] = {}
+        self.train_shards: dict[str, Shard] = {}  # this process's rows of each split (all of them alone)
+        self.val_shards: dict[str, Shard] = {}
+        self.scratch: Path | None = None  # a process other than the main one: its memory-mapped files go here
+        self.by_owner = False  # each process trains on the batch rows it owns (its cached shard), else an even split
         self.steps_per_epoch = 0
         self.total_steps = 0
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler = None
         self.changes: ChangeMap | None = None  # the starting weights, for the change map
         self.last_change: dict = {}  # the change map's latest record, stored in the summary
+        self.last_change_step = -1  # the step of that record
+        self.plans_applied: list[dict] = []  # each change a freeze schedule made: step, frozen, trainable
         self.change_seconds = 0.0  # what recording the change map cost (bench/speed.py reports it)
         self.step = 0
         self.train_seconds = 0.0
@@ -239,27 +275,35 @@ class Trainer:
             if "out of memory" in str(error).lower():
                 message = OOM_HINT
                 self.release_memory()
-        if status in ("finished", "stopped", "evaluated"):
+        if status in ("finished", "stopped", "evaluated") and self.processes.is_main:
             try:
                 model = self.model_for_saving()
                 checkpoints.save_weights(model, self.experiment.tokenizer, self.run_folder, self.save_mode,
-                                         checkpoints.base_source(self.experiment.config, model.backbone))
+                                         checkpoints.base_source(self.experiment.config, model.backbone),
+                                         self.trained_backbone_tensors(), self.experiment.adapter)
             except OSError as error:  # e.g. the disk filled up: keep the record, say why there are no weights
                 status, message = "failed", f"could not save the weights: {error.strerror or error}"
         self.close_cache()
-        self.run_folder.clear_stop_request()
-        self.write_summary(status, message)
+        if self.processes.is_main:
+            self.run_folder.clear_stop_request()
+            self.write_summary(status, message)
         self.bus.emit(StateEvent(status, message))
+        if status != "failed":  # no process ends before the main one has written the run
+            self.processes.wait_for_everyone()
+        elif not self.processes.is_main:  # a failed process ends at once, with its error; the launcher then
+            raise RuntimeError(f"process {self.processes.rank}: {message}")  # ends the others
 
     def setup(self) -> None:
         cfg, experiment = self.cfg, self.experiment
         random.seed(cfg.seed)
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed + self.processes.rank)  # under a launcher, each process its own dropout draws
         self.accelerator = devices.make_accelerator(experiment.device, experiment.precision)
         self.device = self.accelerator.device
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         self.train_splits, self.val_splits = encode_splits(experiment)
+        self.train_shards = {task: self.processes.shard(split) for task, split in self.train_splits.items()}
+        self.val_shards = {task: self.processes.shard(split) for task, split in self.val_splits.items()}
         self.steps_per_epoch = steps_per_epoch(self.train_splits, cfg.batch_size, cfg.task_sampling)
         self.total_steps = self.steps_per_epoch * cfg.epochs if experiment.trains else 0
         if experiment.trains:
@@ -274,28 +318,45 @@ class Trainer:
             self.model = self.accelerator.prepare(self.model)
         self.prefix_cache = FrozenPrefixCache(
             experiment.model, self.model, enabled=cfg.cache_frozen_prefix, trains=experiment.trains,
-            splits={f"{part}/{n}": s.ids for part, splits in (("train", self.train_splits), ("val", self.val_splits))
-                    for n, s in splits.items()},
-            settings=cache_settings(experiment), folder=self.run_folder.path, device=self.device,
+            splits={**{f"train/{n}": s.split.ids for n, s in self.train_shards.items()},
+                    **{f"val/{n}": s.split.ids for n, s in self.val_shards.items()}},
+            settings=cache_settings(experiment), folder=self.scratch_folder(), device=self.device,
             autocast=self.accelerator.autocast, shared=experiment.shared_prefix)
-        self.run_folder.update_summary(cache=self.prefix_cache.info())
-        began = time.perf_counter()  # the starting copy is part of what the change map costs
-        self.changes = ChangeMap(experiment.model, self.device, self.run_folder.path)
-        self.change_seconds += time.perf_counter() - began
+        self.by_owner = self.prefix_cache.active  # decided once, alike in every process (core.distributed)
+        if self.processes.is_main:  # the change map is the main process's: the gradients it sees are everyone's
+            self.run_folder.update_summary(cache=self.prefix_cache.info(),
+                                           adapter=experiment.adapter.report if experiment.adapter else None)
+            began = time.perf_counter()  # the starting copy is part of what the change map costs
+            self.changes = ChangeMap(experiment.model, self.device, self.run_folder.path)
+            self.change_seconds += time.perf_counter() - began
+
+    def scratch_folder(self) -> Path:
+        """Where the prefix cache may put memory-mapped files: the run folder, or for a process other than
+        the main one (which writes nothing there) a temporary folder of its own, removed at the end."""
+        if self.processes.is_main:
+            return self.run_folder.path
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"freeze-lab-rank{self.processes.rank}-"))
+        return self.scratch
 
     def make_optimizer(self) -> torch.optim.Optimizer:
-        """AdamW over trainable parameters only; heads get their own learning rate.
+        """AdamW over the parameters that train at some point of the run (``self.optimized``), two groups per
+        part (its ``part`` key) at the part's learning rate (``core.layer_rates``; the heads' is
+        ``head_learning_rate``). A parameter frozen now has no gradient, and AdamW skips it (``change_plan``).
 
         Biases and LayerNorm weights (every tensor with fewer than two dimensions) get no
         weight decay, as in the Hugging Face Trainer and nanoGPT: pulling a scale or an
         offset towards zero regularises nothing useful.
         """
-        heads = {id(p) for p in self.experiment.model.heads.parameters()}
-        groups = []
-        for lr, is_head in ((self.cfg.learning_rate, False), (self.cfg.head_learning_rate, True)):
-            params = [p for p in self.trainable if (id(p) in heads) == is_head]
-            groups += [{"params": [p for p in params if p.dim() >= 2], "lr": lr, "weight_decay": self.cfg.weight_decay},
-                       {"params": [p for p in params if p.dim() < 2], "lr": lr, "weight_decay": 0.0}]
+        cfg, model = self.cfg, self.experiment.model
+        rates = part_rates(list(model.parts()), cfg.learning_rate, cfg.head_learning_rate, cfg.layer_lr_decay)
+        optimized, groups = {id(p) for p in self.optimized}, []
+        for part, modules in model.parts().items():
+            params = list({id(p): p for m in modules for p in m.parameters() if id(p) in optimized}.values())
+            optimized -= {id(p) for p in params}  # a tensor reachable from two parts: in the first only
+            groups += [{"params": [p for p in params if p.dim() >= 2], "lr": rates[part], "part": part,
+                        "weight_decay": cfg.weight_decay},
+                       {"params": [p for p in params if p.dim() < 2], "lr": rates[part], "part": part,
+                        "weight_decay": 0.0}]
         return torch.optim.AdamW([g for g in groups if g["params"]])
 
     # -- training --------------------------------------------------------------------------
@@ -303,25 +364,50 @@ class Trainer:
         cfg = self.cfg
         rng = random.Random(cfg.seed)
         weights = self.loss_weights()
+        if self.plan_changes:  # the plan a freeze schedule starts from, then each change
+            self.bus.emit(PlanEvent(0, list(self.experiment.plan.frozen)))
         for epoch in range(cfg.epochs):
             self.prefix_cache.revalidate()  # rebuilds only if the frozen prefix changed
             schedule = epoch_schedule(self.train_splits, cfg.batch_size, rng, cfg.length_bucketing,
                                       cfg.task_sampling)
             for i, (task, rows) in enumerate(schedule):
                 self.check_stop()
+                if self.step in self.plan_changes:
+                    self.change_plan(self.plan_changes[self.step])
                 began = time.perf_counter()
                 loss = self.train_step(task, rows, weights[task])
                 self.train_seconds += time.perf_counter() - began
                 self.train_examples += len(rows)
                 self.step += 1
                 fraction = epoch + (i + 1) / len(schedule)
-                lr = self.scheduler.get_last_lr()[0]
+                lr = self.scheduled_rate()
                 self.bus.emit(StepEvent(self.step, round(fraction, 4), task, loss, lr))
                 self.emit_progress(fraction)
                 if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < self.total_steps:
                     self.evaluate()
             if not cfg.eval_every and epoch < cfg.epochs - 1:
                 self.evaluate()
+
+    def change_plan(self, plan: FreezePlan) -> None:
+        """Apply the freeze schedule's next plan between two steps (Lightning #8720 and transformers #20029
+        broke here). The optimizer has held every parameter of the run from the start, so nothing is added:
+        a parameter that joins has never had a gradient (a schedule only unfreezes, or only freezes), so its
+        first AdamW step starts from fresh state, at the rate the learning-rate schedule sets for every group
+        at every step. One that leaves has no gradient from now on (``train_step`` clears them to None), and
+        ``torch.optim.AdamW`` skips a parameter without one: neither momentum nor weight decay moves it.
+        The change map records the mark first; the frozen prefix's cache is rebuilt if the prefix changed."""
+        if self.last_change_step != self.step:
+            self.record_change()
+        counts = apply_plan(self.experiment.model, plan)
+        self.plans_applied.append({"step": self.step, "frozen": list(plan.frozen), "trainable": counts["trainable"]})
+        self.trainable = trainable_parameters(self.experiment.model)
+        self.prefix_cache.revalidate()
+        self.bus.emit(PlanEvent(self.step, list(plan.frozen)))
+
+    def scheduled_rate(self) -> float:
+        """``learning_rate`` (the top layer's) as the warm-up and decay schedule has scaled it now."""
+        group = self.optimizer.param_groups[0]
+        return self.cfg.learning_rate * group["lr"] / group["initial_lr"]
 
     def loss_weights(self) -> dict[str, float]:
         tasks = self.experiment.config.tasks
@@ -337,26 +423,47 @@ class Trainer:
         return logits.float()
 
     def train_step(self, task: str, rows: list[int], weight: float) -> float:
-        split = self.train_splits[task]
-        labels = torch.tensor([split.labels[r] for r in rows], device=self.device)
+        """One optimizer step on the global batch ``rows``; this process computes its share of it.
+        Returns the batch's mean loss."""
         self.model.train()
         backbone_grad = self.experiment.config.trains_backbone(task)
-        loss = F.cross_entropy(self.batch_logits(task, f"train/{task}", split.ids, rows, backbone_grad), labels)
+        loss_sum = self.share_loss(task, rows, backbone_grad)
+        # DDP averages the processes' gradients: scaled so that the average is the global batch's mean loss
+        loss = loss_sum / len(rows) * self.processes.world_size
         if loss.requires_grad:  # false when this task neither trains the backbone nor has a trainable head
             self.accelerator.backward(loss * weight)
         total_norm = float(self.accelerator.clip_grad_norm_(self.trainable, self.cfg.max_grad_norm))
-        began = time.perf_counter()  # the change map sees the gradients before clipping scaled them down
-        self.changes.add_gradients(scale=max(1.0, (total_norm + 1e-6) / self.cfg.max_grad_norm))
-        self.change_seconds += time.perf_counter() - began
+        if self.changes is not None:
+            began = time.perf_counter()  # the change map sees the gradients before clipping scaled them down
+            self.changes.add_gradients(scale=max(1.0, (total_norm + 1e-6) / self.cfg.max_grad_norm))
+            self.change_seconds += time.perf_counter() - began
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss.item()
+        return self.processes.total(loss_sum.item(), self.device) / len(rows)
+
+    def share_loss(self, task: str, rows: list[int], backbone_grad: bool) -> torch.Tensor:
+        """The summed loss of this process's rows of the batch. A process that owns none of them still runs
+        one row (counted zero), because DDP reduces gradients only when every process ran a forward."""
+        split = self.train_splits[task]
+        if self.by_owner:  # the cache holds this process's own rows: a row always goes to its owner
+            shard = self.train_shards[task]
+            mine, ids, labels = shard.local_rows(self.processes.share(rows)), shard.split.ids, shard.split.labels
+        else:
+            mine, ids, labels = self.processes.even_share(rows), split.ids, split.labels
+        if mine:
+            logits = self.batch_logits(task, f"train/{task}", ids, mine, backbone_grad)
+            return F.cross_entropy(logits, torch.tensor([labels[r] for r in mine], device=self.device),
+                                   reduction="sum")
+        logits = full_model_logits(self.model, task, split.ids, rows[:1], self.pad_id, self.device, backbone_grad)
+        return F.cross_entropy(logits.float(), torch.tensor([split.labels[rows[0]]], device=self.device)) * 0.0
 
     def check_stop(self) -> None:
         """Before each step: the caller's event (a signal, the page's thread) or a stop file in the
-        run folder (any process, any OS). One stat per step."""
-        if self.stop.is_set() or self.run_folder.stop_requested():
+        run folder (any process, any OS). One stat per step. Several processes stop together: if any
+        was asked (the main one reads the file), all are."""
+        asked = self.stop.is_set() or (self.processes.is_main and self.run_folder.stop_requested())
+        if self.processes.any(asked, self.device):
             raise StopRequested
 
     def emit_progress(self, epoch: float) -> None:
@@ -377,8 +484,11 @@ class Trainer:
         return results
 
     def record_change(self) -> None:
+        if self.changes is None:  # a process other than the main one, or a run that stopped before setup
+            return
         began = time.perf_counter()
         self.last_change = self.changes.record()
+        self.last_change_step = self.step
         self.change_seconds += time.perf_counter() - began
         self.bus.emit(ChangeEvent(self.step, self.last_change))
 
@@ -386,9 +496,10 @@ class Trainer:
         self.model.eval()
         results = {}
         for task, split in self.val_splits.items():
-            predictions, confidence, total_loss = predict_split(
-                split, self.cfg.batch_size * 2, self.device,
-                lambda rows, task=task, split=split: self.batch_logits(task, f"val/{task}", split.ids, rows))
+            shard = self.val_shards[task].split
+            predictions, confidence, total_loss = self.gathered(task, *predict_split(
+                shard, self.cfg.batch_size * 2, self.device,
+                lambda rows, task=task, shard=shard: self.batch_logits(task, f"val/{task}", shard.ids, rows)))
             label_names = self.experiment.tasks[task].labels
             if final:
                 self.predictions[task] = {"labels": label_names, "true": list(split.labels),
@@ -397,12 +508,26 @@ class Trainer:
             results[task] = {"loss": total_loss / len(split), "accuracy": accuracy(matrix),
                              "macro_f1": macro_f1(matrix), "labels": label_names, "confusion": matrix}
         self.model.train()
-        if final:
+        if final and self.processes.is_main:
             atomic_write_json(self.run_folder.predictions_path, {"tasks": self.predictions})
         self.last_eval = results
         epoch = self.step / self.steps_per_epoch if self.steps_per_epoch else 0.0
         self.bus.emit(EvalEvent(self.step, round(epoch, 4), results, final))
         return results
+
+    def gathered(self, task: str, predictions: list[int], confidence: list[float],
+                 loss: float) -> tuple[list[int], list[float], float]:
+        """A validation split's predictions from every process's shard, in the split's order, and the summed loss.
+        Each example once: the shards do not overlap and nothing is padded."""
+        if self.processes.world_size == 1:
+            return predictions, confidence, loss
+        rows = self.val_shards[task].rows
+        everyone = sorted(self.accelerator.gather_for_metrics(list(zip(rows, predictions, confidence)),
+                                                              use_gather_object=True))
+        if [row for row, _, _ in everyone] != list(range(len(self.val_splits[task]))):
+            raise RuntimeError(f"the processes' validation predictions of {task!r} do not cover the split once each")
+        return ([p for _, p, _ in everyone], [c for _, _, c in everyone],
+                self.processes.total(loss, self.device))
 
     # -- bookkeeping -----------------------------------------------------------------------
     def track_memory(self) -> None:
@@ -426,9 +551,19 @@ class Trainer:
             self.prefix_cache = None
         if self.changes is not None:
             self.changes.close()
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
     def model_for_saving(self) -> MultiTaskModel:
         return self.accelerator.unwrap_model(self.model) if self.accelerator is not None else self.experiment.model
+
+    def trained_backbone_tensors(self) -> set[str] | None:
+        """With a freeze schedule, the backbone tensors that trained at some point (a progressively frozen
+        layer moved before it froze); None otherwise: the trainable ones are those."""
+        if not self.plan_changes:
+            return None
+        optimized = {id(p) for p in self.optimized}
+        return {name for name, p in self.experiment.model.backbone.named_parameters() if id(p) in optimized}
 
     @property
     def save_mode(self) -> str:
@@ -444,6 +579,8 @@ class Trainer:
             "tasks": {task: {k: r[k] for k in ("accuracy", "macro_f1", "loss", "labels", "confusion")}
                       for task, r in self.last_eval.items()},
             "params": experiment.params, "frozen": frozen_parts(experiment.model),
+            "partly_frozen": partly_frozen_parts(experiment.model), "plan_changes": self.plans_applied,
+            "adapter": experiment.adapter.report if experiment.adapter else None,
             "preset": experiment.config.freeze.preset,
             "train_examples": {task: len(data.train_texts) for task, data in experiment.tasks.items()},
             "weights": self.save_mode if status in ("finished", "stopped", "evaluated") else "none",
@@ -458,5 +595,6 @@ class Trainer:
                            "mb": self.changes.megabytes if self.changes else 0.0,
                            "seconds": round(self.change_seconds, 3)},
             "validation_fingerprint": {n: validation_fingerprint(t) for n, t in experiment.tasks.items()},
+            "world_size": self.processes.world_size,
         })
         self.run_folder.write_summary(summary)

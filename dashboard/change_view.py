@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import changes
+from core import changes, parts as part_names
 from core.presets import plan_from_config
 from dashboard import charts
 from dashboard.freeze_panel import model_picture
@@ -18,7 +18,10 @@ def frozen_and_pooling(run, parts: list[str]) -> tuple[set[str], str]:
     summary = run.summary()
     try:
         config = run.config()
-        frozen = summary["frozen"] if "frozen" in summary else plan_from_config(config.freeze, parts).frozen
+        planned = plan_from_config(config.freeze, parts).frozen
+        partly = summary.get("partly_frozen", [])  # a part frozen but for a kind: named as its plan names it
+        frozen = planned if "frozen" not in summary else [
+            *summary["frozen"], *(p for p in planned if part_names.split_kind(p)[0] in partly)]
     except (OSError, ValueError):  # a config that cannot be read (or planned): the summary may still say
         return set(summary.get("frozen", [])), "mean"
     return set(frozen), config.pooling
@@ -37,5 +40,7 @@ def change_section(run, events: list, key: str) -> None:
         return
     _, grad_norms = changes.history(events, "grad_norm")
     frozen, pooling = frozen_and_pooling(run, list(moved))
+    for plan in (e for e in events if e.kind == "plan"):  # a freeze schedule: frozen means frozen all along
+        frozen &= set(plan.frozen)
     st.html(model_picture(list(moved), frozen, pooling, {part: values[-1] for part, values in moved.items()}))
-    st.plotly_chart(charts.change_heatmap(steps, moved, frozen, grad_norms), key=key)
+    st.plotly_chart(charts.change_heatmap(steps, moved, frozen, grad_norms, charts.plan_marks(events)), key=key)

@@ -11,6 +11,7 @@ import math
 import plotly.graph_objects as go
 
 from core import parts as part_names
+from core.freezing import FreezePlan
 from core.presets import PRESETS, preset_plan
 
 MAX_POINTS = 600  # per line: plenty for its shape; thousands would make every live refresh slow to draw
@@ -62,6 +63,37 @@ def tasks_in(events) -> list[str]:
     return seen
 
 
+PLAN_COLOR = "#666666"
+
+
+def plan_marks(events, x: str = "step") -> list[tuple[float, str]]:
+    """Where a freeze schedule changed the plan (its ``plan`` events after the first, which is the plan it
+    started from): (x in steps or epochs, what changed, e.g. 'layer.2 joins')."""
+    epochs = {e.step: e.epoch for e in events if e.kind == "step"}
+    plans = [e for e in events if e.kind == "plan"]
+    marks = []
+    for before, after in zip(plans, plans[1:]):
+        where = after.step if x == "step" else epochs.get(after.step)
+        if where is not None:
+            marks.append((where, plan_change_words(before.frozen, after.frozen)))
+    return marks
+
+
+def plan_change_words(before: list[str], after: list[str]) -> str:
+    """'layer.2 joins' (now trains whole), 'layer.0 freezes' (now frozen whole), from two plans' frozen names."""
+    def states(names: list[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for name in names:
+            part, kind = part_names.split_kind(name)
+            out[part] = "frozen" if kind is None or out.get(part) == "frozen" else "partly"
+        return out
+
+    old, new = states(before), states(after)
+    joins = [p for p in old if p not in new]
+    freezes = [p for p, state in new.items() if state == "frozen" and old.get(p) != "frozen"]
+    return ", ".join([*(f"{p} joins" for p in joins), *(f"{p} freezes" for p in freezes)]) or "plan changes"
+
+
 def task_figure(events, task: str, x: str = "step", smoothing: float = 0.0) -> dict:
     """Loss (train per step, validation) above, validation accuracy and macro-F1 below.
 
@@ -93,6 +125,11 @@ def task_figure(events, task: str, x: str = "step", smoothing: float = 0.0) -> d
         "height": 430, "margin": {"l": 10, "r": 10, "t": 40, "b": 10}, "hovermode": "x unified",
         "legend": {"orientation": "h", "y": -0.15},
     }
+    marks = plan_marks(events, x)  # a freeze schedule's changes: a dashed line across both charts, named between
+    layout["shapes"] = [{"type": "line", "xref": "x", "yref": "paper", "x0": at, "x1": at, "y0": 0, "y1": 1,
+                         "line": {"color": PLAN_COLOR, "dash": "dash", "width": 1}} for at, _ in marks]
+    layout["annotations"] += [{"xref": "x", "yref": "paper", "x": at, "y": 0.5, "text": words, "showarrow": False,
+                               "xanchor": "left", "font": {"size": 11, "color": PLAN_COLOR}} for at, words in marks]
     return {"data": data, "layout": layout}
 
 
@@ -116,13 +153,17 @@ def percent(value: float) -> str:
 
 
 def change_heatmap(steps: list[int], history: dict[str, list[float]], frozen: set[str] | list[str],
-                   grad_norms: dict[str, list[float]] | None = None) -> go.Figure:
+                   grad_norms: dict[str, list[float]] | None = None,
+                   marks: list[tuple[float, str]] | None = None) -> go.Figure:
     """Part (input at the bottom, heads at the top, as the layers stack) by step, coloured by the square root
     of the relative change, so a layer that moved 0.1% still shows beside a head that moved 50%. Frozen parts
     read exactly 0: a second, grey trace draws them and says "frozen" in the row label, a cell and the hover.
     Both traces span every row, blank (None) where the other draws: plotly.js fails to draw heatmaps that
-    share a category axis with different rows."""
-    labels = [f"{part} (frozen)" if part in frozen else part for part in history]
+    share a category axis with different rows. ``marks`` (``plan_marks``): where a freeze schedule changed
+    the plan, a dashed line, so a layer that joins is seen to start moving there."""
+    plan = FreezePlan.of(frozen)
+    labels = [f"{part} (frozen)" if part in frozen else f"{part} (partly frozen)" if plan.trainable_kinds(part)
+              else part for part in history]
     moving = {part: part not in frozen for part in history}
     largest = max((v for part in history if moving[part] for v in history[part]), default=0.0) or 1.0
     ticks = colour_ticks(largest)
@@ -144,6 +185,9 @@ def change_heatmap(steps: list[int], history: dict[str, list[float]], frozen: se
         text=[["frozen" if i == middle and not moving[p] else "" for i in range(len(steps))] for p in history],
         hovertext=[blank if moving[p] else [f"{p}: frozen<br>step {s}<br>relative change 0 exactly" for s in steps]
                    for p in history], hoverinfo="text"))
+    for at, words in marks or []:
+        fig.add_vline(x=at, line={"color": PLAN_COLOR, "dash": "dash", "width": 1}, annotation_text=words,
+                      annotation_position="top left", annotation_font_size=11)
     fig.update_layout(title="Where learning happened: how far each part moved from its start", xaxis_title="step",
                       height=120 + 28 * len(history), margin={"l": 10, "r": 10, "t": 40, "b": 10})
     return fig
@@ -291,6 +335,9 @@ def group_figure(groups: dict[str, list[list]], task: str, metric: str, x: str =
         mode = "lines" if metric == "train_loss" else "lines+markers"
         fig.add_trace(go.Scatter(x=xs_shown, y=means_shown, name=label, mode=mode,
                                  line={"color": color, "dash": "dash" if name in fixed_head else "solid"}))
+        for at, words in plan_marks(runs[0], x) if runs else []:  # a freeze schedule's changes, in its colour
+            fig.add_vline(x=at, line={"color": color, "dash": "dot", "width": 1}, annotation_text=words,
+                          annotation_font={"size": 10, "color": color}, annotation_position="top left")
     if metric == "accuracy":
         add_references(fig, references)
     titles = {"train_loss": "training loss", "loss": "validation loss", "accuracy": "validation accuracy",

@@ -15,8 +15,8 @@ import streamlit as st
 
 from core.config import ConfigError, parse_config
 from dashboard import access, lesson, resources
-from dashboard.page_settings import (DEMO, HUB, LOCAL_PATH, OWN, PRETRAINED, SETTINGS, TRAINING_KEYS, UPLOAD, bounds,
-                                     description, trains_backbone_key, widget_defaults)
+from dashboard.page_settings import (DEMO, HUB, LOCAL_PATH, NO_SCHEDULE, OWN, PRETRAINED, SCHEDULE_KEYS, SETTINGS,
+                                     TRAINING_KEYS, UPLOAD, bounds, description, trains_backbone_key, widget_defaults)
 from dashboard.settings import TASKS, check_local_path, names_local_path, resolve_allowed, uploads_dir
 
 FILE_TYPES = ["csv", "tsv", "json", "jsonl", "parquet"]
@@ -345,7 +345,7 @@ def train_counts() -> dict[str, int]:
 def settings_section(locked: bool = False) -> None:
     """Step 4; ``locked``: shown but not editable (a lesson's)."""
     st.subheader("4. Settings")
-    c = st.columns(4)
+    c = st.columns(5)
     c[0].number_input("Epochs", *bounds("epochs"), key="epochs", disabled=locked, help="Passes over the training data.")
     c[1].number_input("Batch size", *bounds("batch_size"), key="batch_size", disabled=locked,
                       help="Sentences per training step.")
@@ -354,6 +354,9 @@ def settings_section(locked: bool = False) -> None:
     c[3].number_input("Learning rate (heads)", *bounds("head_learning_rate"), key="head_learning_rate",
                       format="%.1e", step=1e-4, disabled=locked,
                       help="Heads start from scratch, so they learn with a larger rate.")
+    c[4].number_input("Layer-wise LR decay", *bounds("layer_lr_decay"), key="layer_lr_decay", format="%.2f",
+                      step=0.05, disabled=locked,
+                      help=f"{description('layer_lr_decay')}. The Freeze step's table shows each part's rate.")
     c = st.columns(4)
     c[0].number_input("Max length (tokens)", *bounds("max_length"), key="max_length", disabled=locked,
                       help="Longer sentences are cut; a backbone's own limit (often 512) caps it.")
@@ -382,6 +385,14 @@ def device_caption() -> None:
 
 # ---- the config ------------------------------------------------------------------------------
 
+def schedule_config() -> dict | None:
+    """freeze.schedule from the Freeze step's schedule controls; None: the plan stays fixed."""
+    s = st.session_state
+    if s.schedule_kind == NO_SCHEDULE:
+        return None
+    return {name: int(s[key]) if name == "every" else s[key] for key, name in SCHEDULE_KEYS.items()}
+
+
 def current_config(frozen: list[str], preset: dict | None):
     """The ExperimentConfig the inputs describe; raises ConfigError with one line."""
     s = st.session_state
@@ -391,7 +402,7 @@ def current_config(frozen: list[str], preset: dict | None):
         raise ConfigError(str(error)) from None
     data = {
         "backbone": backbone, "pooling": s.pooling,
-        "freeze": {**(preset or {}), "parts": frozen},
+        "freeze": {**(preset or {}), "parts": frozen, "schedule": schedule_config()},
         "training": {key: s[key] for key in TRAINING_KEYS},
     }
     if s.warm_start != PRETRAINED:

@@ -9,19 +9,23 @@ import math
 import streamlit as st
 
 from core import parts as part_names
-from core.anatomy import head_parameters, outline, readout, remembered_description
-from core.freezing import FreezeError
+from core.anatomy import head_kinds, head_parameters, outline, readout, remembered_description
+from core.freezing import FreezeError, FreezePlan, share_text
+from core.layer_rates import part_rates
 from core.presets import PRESETS, preset_plan
+from core.schedules import next_plan, nothing_to_change
 from dashboard import resources, sharing
 from dashboard.charts import percent
 from dashboard.form import selected_backbone
-from dashboard.page_settings import PRESET_HEAD, PRESET_K, bounds, toggle_key, trains_backbone_key
+from dashboard.page_settings import (KEEPS, NO_SCHEDULE, PRESET_HEAD, PRESET_K, SCHEDULE_KEYS, SETTINGS, bounds,
+                                     toggle_key, trains_backbone_key)
 
-FROZEN_COLOR, TRAINABLE_COLOR = "#9db4d6", "#f7a35c"
+FROZEN_COLOR, PARTLY_COLOR, TRAINABLE_COLOR = "#9db4d6", "#e3c77b", "#f7a35c"
 
 
-def current_parts(labels: dict[str, list[str]]) -> tuple[list[str], dict[str, int] | None, str | None]:
-    """Part names, parameter counts once known, and a load error if the backbone is unusable."""
+def current_parts(labels: dict[str, list[str]]) -> tuple[list[str], dict | None, str | None]:
+    """Part names, the backbone's description with the heads added once known (``with_heads``), and a
+    load error if the backbone is unusable."""
     pooling = st.session_state.pooling
     try:
         backbone = selected_backbone()
@@ -34,31 +38,37 @@ def current_parts(labels: dict[str, list[str]]) -> tuple[list[str], dict[str, in
             return [], None, described.error
         info = described.value
     if info is not None:
-        counts = with_heads(info, labels)
-        return list(counts), counts, None
+        described = with_heads(info, labels)
+        return list(described["parts"]), described, None
     out = outline(backbone, pooling)
     return (part_names.all_parts(out.n_layers, out.has_pooler, list(labels)) if out else []), None, None
 
 
-def with_heads(info: dict, labels: dict[str, list[str]]) -> dict[str, int]:
-    counts = dict(info["parts"])
-    counts.update({part_names.head(t): head_parameters(info["hidden_size"], len(names)) for t, names in labels.items()})
-    return counts
+def with_heads(info: dict, labels: dict[str, list[str]]) -> dict:
+    """The description's parameter counts (``parts``) and kind counts (``kinds``), with the heads'."""
+    heads = {part_names.head(t): len(names) for t, names in labels.items()}
+    return {"parts": {**info["parts"], **{h: head_parameters(info["hidden_size"], n) for h, n in heads.items()}},
+            "kinds": {**info["kinds"], **{h: head_kinds(n) for h, n in heads.items()}}}
 
 
 def frozen_now(parts: list[str]) -> list[str]:
-    return [p for p in parts if st.session_state.get(toggle_key(p), False)]
+    """The plan the toggles say: each frozen part, named with every kind it keeps training (``layer.3:bias``)."""
+    keeps = st.session_state.get(KEEPS) or []
+    toggled = [p for p in parts if st.session_state.get(toggle_key(p), False)]
+    return [part_names.with_kind(p, kind) for p in toggled for kind in keeps] if keeps else toggled
 
 
 def apply_preset(name: str, parts: list[str]) -> None:
-    """Button callback: set every toggle from the preset's plan."""
+    """Button callback: set every toggle, and the kinds frozen parts keep training, from the preset's plan."""
     try:
         plan = preset_plan(name, parts, k=st.session_state.get("preset_k"), head=st.session_state.get("preset_head"))
     except FreezeError as error:
         st.session_state["_preset_error"] = str(error)
         return
     for part in parts:
-        st.session_state[toggle_key(part)] = part in plan.frozen
+        st.session_state[toggle_key(part)] = plan.trainable_kinds(part) is not None
+    st.session_state[KEEPS] = [k for k in part_names.KINDS if any(part_names.split_kind(p)[1] == k
+                                                                       for p in plan.frozen)]
     st.session_state["_preset"] = {"preset": name, "k": st.session_state.get("preset_k") if name == "lower_k" else None,
                                    "head": st.session_state.get("preset_head") if name == "scenario3" else None}
 
@@ -82,7 +92,7 @@ def freeze_section(labels: dict[str, list[str]], hidden: bool = False,
     tasks = list(labels)
     if not hidden:
         st.subheader("3. Freeze")
-    parts, counts, error = current_parts(labels)
+    parts, described, error = current_parts(labels)
     if error:
         st.error(f"This backbone cannot be used: {error}")
         return [], None, []
@@ -93,13 +103,16 @@ def freeze_section(labels: dict[str, list[str]], hidden: bool = False,
     sharing.apply_pending_freeze(parts)  # a link's or a setup file's toggles, now that the parts are known
     if hidden:
         resources.keep_state([toggle_key(p) for p in parts] + [trains_backbone_key(t) for t in tasks]
-                             + [PRESET_K, PRESET_HEAD])
+                             + [PRESET_K, PRESET_HEAD, KEEPS, *SCHEDULE_KEYS])
         return frozen_now(parts), matching_preset(parts), parts
     presets_row(parts, tasks, locked)
     toggles_grid(parts, locked)
     frozen = frozen_now(parts)
-    if counts:
-        readout_panel(counts, set(frozen))
+    kind = st.session_state.schedule_kind
+    if kind != NO_SCHEDULE and next_plan(kind, FreezePlan.of(frozen), parts) is None:
+        st.error(nothing_to_change(kind))  # training would refuse it too (core.schedules.plan_changes)
+    if described:
+        readout_panel(described, set(frozen))
     else:
         st.fragment(run_every=0.5)(readout_when_counted)(labels, set(frozen))
     st.html(model_picture(parts, set(frozen), st.session_state.pooling))
@@ -110,7 +123,7 @@ def freeze_section(labels: dict[str, list[str]], hidden: bool = False,
     if not any(trains.values()) and any(p not in frozen for p in part_names.backbone(parts)):
         st.warning("No task's loss trains the backbone: its trainable parts will stay as they are, and only "
                    "the heads learn.")
-    if set(frozen) == set(parts):
+    if not any(FreezePlan.of(frozen).trainable_kinds(p) != frozenset() for p in parts):
         st.info("Everything is frozen: nothing can learn, so Train will only evaluate the current weights "
                 "(scenario 1). Start from a finished run to evaluate a trained model.")
     return frozen, matching_preset(parts), parts
@@ -206,27 +219,49 @@ def toggles_grid(parts: list[str], locked: bool = False) -> None:
                         disabled=locked,
                         help="Off: this task's loss updates only its own head (nothing, if the head is frozen); "
                              "its data is still evaluated. Config: tasks.<task>.trains_backbone.")
+    keeps, kind, every, unit = st.columns([3, 2, 1, 1])
+    keeps.multiselect("Frozen parts still train their", SETTINGS[KEEPS].choices, key=KEEPS, disabled=locked,
+                      format_func=part_names.KINDS.get,
+                      help="Freeze by kind of tensor: a frozen part keeps training these (BitFit keeps the biases). "
+                           "Config: freeze.parts with <part>:<kind>, e.g. layer.3:bias.")
+    kind.selectbox("Plan over time", SETTINGS["schedule_kind"].choices, key="schedule_kind", disabled=locked,
+                   help="gradual_unfreeze (ULMFiT): unfreeze the highest frozen layer every N units. "
+                        "progressive_freeze: freeze the lowest trainable layer every N units. Config: freeze.schedule.")
+    fixed = locked or st.session_state.schedule_kind == NO_SCHEDULE
+    every.number_input("every", *bounds("schedule_every"), key="schedule_every", disabled=fixed)
+    unit.selectbox("unit", SETTINGS["schedule_unit"].choices, key="schedule_unit", disabled=fixed)
 
 
-def readout_panel(counts: dict[str, int], frozen: set[str]) -> None:
-    figures = readout(counts, frozen)
+def readout_panel(described: dict, frozen: set[str]) -> None:
+    figures = readout(described["parts"], frozen, described["kinds"])
+    s = st.session_state
+    rates = part_rates(list(described["parts"]), s.learning_rate, s.head_learning_rate, s.layer_lr_decay)
     c1, c2 = st.columns([1, 2])
-    c1.metric("Trainable parameters", f"{figures['trainable']:,}",
-              f"{figures['percent']:.1f}% of {figures['total']:,}", delta_color="off")
+    share = share_text(figures["trainable"] / max(1, figures["total"]))
+    c1.metric("Trainable parameters", f"{figures['trainable']:,}", f"{share} of {figures['total']:,}",
+              delta_color="off")
     with c2:
-        st.html(parts_table(figures["by_part"], frozen))
+        st.html(parts_table(figures["by_part"], rates))
 
 
-def parts_table(by_part: dict[str, dict[str, int]], frozen: set[str]) -> str:
-    """Trainable and total parameters per part, as a small scrolling HTML table: a dataframe here
-    would load pandas and pyarrow (about 1.5 s) before the first page could be drawn."""
+def state_words(figures: dict) -> str:
+    """A part's state in the readout: 'frozen', 'trainable', or 'partly trainable: biases'."""
+    if figures["state"] == "partly":
+        return f"partly trainable: {figures['keeps']}"
+    return "frozen" if figures["state"] == "frozen" else "trainable"
+
+
+def parts_table(by_part: dict[str, dict], rates: dict[str, float]) -> str:
+    """Trainable and total parameters per part, its state and its learning rate (core.layer_rates), as a
+    small scrolling HTML table: a dataframe here would load pandas and pyarrow (about 1.5 s) before the
+    first page could be drawn."""
     cell = 'style="padding:2px 10px;text-align:right"'
     rows = "".join(
         f'<tr><td style="padding:2px 10px">{html.escape(name)}</td><td {cell}>{v["trainable"]:,}</td>'
-        f'<td {cell}>{v["total"]:,}</td><td style="padding:2px 10px">{"frozen" if name in frozen else "trainable"}'
-        f"</td></tr>" for name, v in by_part.items())
+        f'<td {cell}>{v["total"]:,}</td><td style="padding:2px 10px">{html.escape(state_words(v))}</td>'
+        f'<td {cell}>{rates[name]:.2e}</td></tr>' for name, v in by_part.items())
     head = "".join(f'<th style="padding:2px 10px;text-align:left">{h}</th>'
-                   for h in ("part", "trainable", "total", "state"))
+                   for h in ("part", "trainable", "total", "state", "learning rate"))
     return (f'<div style="max-height:180px;overflow-y:auto;font:13px sans-serif"><table style="border-collapse:'
             f'collapse;width:100%"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>')
 
@@ -237,10 +272,13 @@ def model_picture(parts: list[str], frozen: set[str], pooling: str, moved: dict[
     ``moved`` (a run's final relative change per part) each block also says how far it moved, with a bar
     on the heatmap's square-root scale; a frozen block says it stayed exactly where it was."""
     largest = max((moved or {}).values(), default=0.0)
+    plan = FreezePlan.of(frozen)
 
     def block(part: str) -> str:
-        state, color = ("frozen", FROZEN_COLOR) if part in frozen else ("trains", TRAINABLE_COLOR)
-        extra = "" if moved is None else moved_line(part in frozen, moved.get(part, 0.0), largest)
+        kept = plan.trainable_kinds(part)
+        state, color = (("trains", TRAINABLE_COLOR) if kept is None else ("frozen", FROZEN_COLOR) if not kept else
+                        (f"partly: {part_names.kinds_in_words(kept)} train", PARTLY_COLOR))
+        extra = "" if moved is None else moved_line(kept == frozenset(), moved.get(part, 0.0), largest)
         return (f'<div title="{html.escape(part)}: {state}" style="background:{color};border-radius:6px;'
                 f'padding:6px 8px;margin:2px;font:12px sans-serif;text-align:center;min-width:54px">'
                 f'<b>{html.escape(part)}</b><br><span style="font-size:11px">{state}</span>{extra}</div>')
@@ -251,6 +289,7 @@ def model_picture(parts: list[str], frozen: set[str], pooling: str, moved: dict[
     pool = f'<div style="align-self:center;font:12px sans-serif;padding:0 6px">{html.escape(pooling)} pooling</div>'
     legend = (f'<div style="font:12px sans-serif;margin-top:4px">input &#8594; output. <span style="background:'
               f'{FROZEN_COLOR};padding:1px 6px">frozen: kept as it is</span> <span style="background:'
+              f'{PARTLY_COLOR};padding:1px 6px">partly: frozen but for a kind of tensor</span> <span style="background:'
               f'{TRAINABLE_COLOR};padding:1px 6px">trains: updated by training</span></div>')
     return (f'<div style="display:flex;flex-wrap:wrap;align-items:stretch">{backbone}{arrow}{pool}{arrow}'
             f'<div style="display:flex;flex-direction:column">{heads}</div></div>{legend}')

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import change_view, charts, resources
+from dashboard import change_view, charts, resources, runs_view
 
 KEYS = ["inspect_run", "try_text"]  # widget values kept while the tab is closed
 
@@ -18,6 +18,8 @@ def inspect_section() -> None:
     rid = st.selectbox("Run", list(by_id), key="inspect_run", format_func=lambda r: by_id[r].name)
     run = by_id[rid]
     summary = run.summary()
+    if runs_view.processes_note(summary):
+        st.caption(runs_view.processes_note(summary))
     tasks = summary.get("tasks", {})
     for column, (task, m) in zip(st.columns(max(1, len(tasks))), tasks.items()):
         column.plotly_chart(charts.confusion_figure(m["labels"], m["confusion"],

@@ -7,6 +7,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core import parts as part_names
+from core.adapters import describe as adapter_line
 from core.presets import PRESETS
 from core.locks import BusyError
 from dashboard import access, change_view, charts, lesson, resources, sharing
@@ -47,7 +48,7 @@ def train_section(frozen: list[str], preset: dict | None, parts: list[str]) -> N
     c1, c2, c3 = st.columns([1, 1, 4])
     if c1.button("Train", type="primary", disabled=bool(mine_waiting) or waits, key="train", use_container_width=True,
                  help="A run is training: yours waits in the queue and starts when it ends." if active else None):
-        start_training(frozen, preset)
+        start_training(frozen, preset, parts=parts)
         if "_train_error" not in st.session_state:
             st.rerun()  # drawn again with the new run: the live view starts refreshing
     if c2.button("Stop", disabled=not may_stop, key="stop", use_container_width=True,
@@ -59,6 +60,10 @@ def train_section(frozen: list[str], preset: dict | None, parts: list[str]) -> N
         st.rerun()
     with c1.popover("Sweep", use_container_width=True, disabled=bool(mine_waiting) or not parts or waits):
         sweep_form(frozen, preset, parts)
+    st.toggle(LORA_SWITCH, key="also_lora",
+              help="After this plan's run, train LoRA adapters on every layer of the frozen backbone, their rank "
+                   "chosen so that as many parameters train as in this plan (adapter r: auto). Compare runs then "
+                   "shows both side by side, with their trainable counts.")
     if message := st.session_state.pop("_train_error", None):
         st.error(message)
     if job is None:
@@ -76,25 +81,46 @@ def page_signature(job, mine_waiting: list) -> tuple:
     return id(job), bool(job and job.active), len(mine_waiting)
 
 
-def start_training(frozen: list[str], preset: dict | None, sweep: dict | None = None) -> None:
-    """One run, or a sweep of the current setup (``python -m core sweep`` options), for this visitor."""
+def start_training(frozen: list[str], preset: dict | None, sweep: dict | None = None,
+                   parts: list[str] | None = None) -> None:
+    """One run, or a sweep of the current setup (``python -m core sweep`` options), for this visitor; with the
+    LoRA switch on, a run of LoRA at the same budget queued right behind the one run."""
     try:
         config = current_config(frozen, preset)
+        then = [lora_run(config, frozen, parts or [])] if sweep is None and st.session_state.get("also_lora") else []
     except ValueError as error:  # ConfigError is a ValueError
         st.session_state["_train_error"] = str(error)
         return
     guess = st.session_state.get(lesson.GUESS) if config.lesson is not None and config.lesson.ask else None
-    start_training_config(config, sweep, train_counts(), runs=sweep_size(sweep) if sweep else 1, guess=guess)
+    start_training_config(config, sweep, train_counts(), runs=sweep_size(sweep) if sweep else 1 + len(then),
+                          then=then, guess=guess)
+
+
+LORA_SWITCH = "Also train LoRA at this budget"
+
+
+def lora_run(config, frozen: list[str], parts: list[str]):
+    """The config of the LoRA run the switch queues (core.adapters.matched_lora_config), or a one-line refusal."""
+    from core.adapters import matched_lora_config
+    from core.config import ConfigError
+
+    if parts and set(parts) <= set(frozen):
+        raise ConfigError(f"{LORA_SWITCH}: this plan trains nothing, so there is no budget to match; unfreeze a "
+                          "part or turn the switch off")
+    if config.adapter is not None:
+        raise ConfigError(f"{LORA_SWITCH}: this setup already trains adapters")
+    return matched_lora_config(config)
 
 
 def start_training_config(config, sweep: dict | None = None, counts: dict[str, int | None] | None = None,
-                          runs: int = 1, guess: str | None = None) -> None:
+                          runs: int = 1, then: list | None = None, guess: str | None = None) -> None:
     """Start (or queue) a config for this visitor, within the page's limits; a refusal goes to _train_error.
-    ``guess``: the student's answer to the config's lesson question, kept with the run."""
+    ``then``: configs queued right behind it (JobManager.start); ``guess``: the student's answer to the
+    config's lesson question, kept with the first run."""
     try:
         if not access.is_teacher():
             access.check_limits(access.limits(), config, counts or {}, origin_backbone(config), runs)
-        resources.job_manager().start(config, owner=access.visitor_id(), sweep=sweep, guess=guess)
+        resources.job_manager().start(config, owner=access.visitor_id(), sweep=sweep, then=then or [], guess=guess)
     except (ValueError, BusyError) as error:
         st.session_state["_train_error"] = str(error)
 
@@ -242,8 +268,11 @@ def draw_run(run) -> None:
         st.progress(min(fraction, 1.0), text=f"step {p.step} / {p.total_steps} · epoch {p.epoch:.2f} · "
                                               f"{p.examples_per_second:.0f} examples/s · ETA {p.eta_seconds:.0f} s")
     notes = [e.message for e in events if e.kind == "state" and e.state == "started" and e.message]
+    summary = run.summary()
     if notes:
-        st.caption(notes[-1] + ". " + cache_note(run.summary().get("cache")))
+        st.caption(notes[-1] + ". " + cache_note(summary.get("cache")))
+    if summary.get("adapter"):
+        st.caption(adapter_line(summary["adapter"]) + ".")
     tasks = charts.tasks_in(events)
     if not tasks:
         st.caption("Waiting for the first step...")

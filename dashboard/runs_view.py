@@ -1,4 +1,5 @@
-"""The history of runs, the what-if comparison, renaming and deleting."""
+"""The history of runs (filtered by tag, preset, status and backbone; a note and tags per run), the what-if
+comparison, renaming and deleting."""
 
 from __future__ import annotations
 
@@ -10,24 +11,36 @@ from functools import partial
 import streamlit as st
 
 from core import child
+from core.adapters import describe as adapter_line
 from core import parts as part_names
-from core.runs import RunError
+from core.freezing import share_text
+from core.runs import MAX_NOTE_CHARS, RunError
 from dashboard import access, charts, lesson, resources
 
+FILTERS = {"tag": "Tags", "preset": "Preset", "status": "Status", "backbone": "Backbone"}  # core.history.FACETS
 KEYS = ["compare", "compare_metric", "compare_x", "compare_smoothing", "compare_pair_a", "compare_pair_b",
         "compare_cost", "flips_a", "flips_b", "repeat_group", "repeat_seeds", "manage_run",
-        "rename_to", "download_run"]  # kept while closed
+        "rename_to", "download_run", "notes_run", "notes_text", "notes_tags",
+        *(f"history_{facet}" for facet in FILTERS)]  # kept while closed
+NOTES_FOR = "_notes_for"  # the run whose saved note and tags the note widgets were last filled with
 FLIPS_SHOWN = 200  # rows of a task's flips table; the four cells count every example
 METRICS = {"accuracy": "validation accuracy", "macro_f1": "macro-F1", "loss": "validation loss",
            "train_loss": "training loss"}
 
 
-def percent_text(fraction: float | None) -> str | None:
-    """A share as a percentage; a small share stays visible (0.012%, never 0 while something trains)."""
-    if fraction is None:
+def device_text(summary: dict) -> str | None:
+    """The device a run trained on, and how many processes shared the run (``accelerate launch``)."""
+    processes = summary.get("world_size", 1)
+    return f"{summary.get('device')} × {processes} processes" if processes > 1 else summary.get("device")
+
+
+def processes_note(summary: dict) -> str | None:
+    """For a run trained by several processes: what that means for its record; None for one process."""
+    processes = summary.get("world_size", 1)
+    if processes <= 1:
         return None
-    percent = 100 * fraction
-    return f"{percent:.1f}%" if percent == 0 or percent >= 1 else f"{percent:.2g}%"
+    return (f"Trained by {processes} processes ({summary.get('device')}, accelerate launch): each step's batch was "
+            "split over them and their gradients averaged; the metrics are over the whole validation set.")
 
 
 def history_rows(runs) -> list[dict]:
@@ -36,39 +49,90 @@ def history_rows(runs) -> list[dict]:
         s = run.summary()
         params = s.get("params", {})
         frozen = s.get("frozen", [])
-        row = {"run": run.id, "name": s.get("name", run.id), "status": s.get("status"),
-               "frozen": s.get("preset") or (", ".join(frozen) if frozen else "nothing"),
-               "trainable %": percent_text(params["trainable"] / params["total"]) if params.get("total") else None}
+        notes = run.notes()
+        row = {"run": run.id, "name": s.get("name", run.id), "tags": ", ".join(notes["tags"]),
+               "status": s.get("status"), "backbone": s.get("backbone"),
+               "frozen": (s.get("preset") or (", ".join(frozen) if frozen else "nothing"))
+               + (f" + LoRA rank {s['adapter']['r']}" if s.get("adapter") else ""),
+               "trainable": params.get("trainable"),
+               "trainable %": share_text(params["trainable"] / params["total"] if params.get("total") else None)}
         for task, m in s.get("tasks", {}).items():
             row[f"{task} acc"] = round(m["accuracy"], 3)
         row.update({"time (s)": s.get("wall_seconds"), "disk (MB)": round(run.disk_bytes() / 2**20, 1),
-                    "weights": s.get("weights", "full" if run.has_weights() else "none"), "device": s.get("device"),
-                    "started": time.strftime("%m-%d %H:%M", time.localtime(s.get("started_at", 0)))})
+                    "weights": s.get("weights", "full" if run.has_weights() else "none"), "device": device_text(s),
+                    "started": time.strftime("%m-%d %H:%M", time.localtime(s.get("started_at", 0))),
+                    "note": notes["note"]})
         rows.append(row)
     return rows
 
 
+def history_filter(runs) -> list:
+    """Four multiselects (core.history's facets) over the history; an empty one filters nothing."""
+    from core.history import choices, select
+
+    offered = choices(runs)
+    for column, (facet, label) in zip(st.columns(len(FILTERS)), FILTERS.items()):
+        key = f"history_{facet}"
+        if key in st.session_state:  # a value no run has any more (a tag removed, a run deleted) is not kept
+            st.session_state[key] = [v for v in st.session_state[key] if v in offered[facet]]
+        column.multiselect(label, offered[facet], key=key, placeholder="any")
+    return select(runs, {facet: st.session_state[f"history_{facet}"] for facet in FILTERS})
+
+
 def compare_section() -> None:
-    runs = resources.run_store().list()
-    if not runs:
+    every_run = resources.run_store().list()
+    if not every_run:
         st.info("No runs yet. Train one on the first tab; every run is kept here.")
         return
-    rows = history_rows(runs)
+    shown = history_filter(every_run)
+    rows = history_rows(shown)
     st.dataframe(rows, hide_index=True)
-    st.caption(f"{len(rows)} run(s), {sum(r['disk (MB)'] for r in rows):,.1f} MB on disk in all. Old runs can "
-               "drop their weights and keep their record (below).")
-    by_id = {r.id: r for r in runs}
-    finished = [r.id for r in runs if r.status in ("finished", "evaluated", "stopped")]
+    st.caption(f"{len(rows)} of {len(every_run)} run(s) shown, {sum(r['disk (MB)'] for r in rows):,.1f} MB on "
+               "disk. Old runs can drop their weights and keep their record (below).")
+    by_id = {r.id: r for r in every_run}
+    finished = [r.id for r in every_run if r.status in ("finished", "evaluated", "stopped")]
     st.session_state.setdefault("compare", finished[:2])
     st.session_state.compare = [r for r in st.session_state.compare if r in by_id]
-    chosen = st.multiselect("Runs to compare (pick two or more)", list(by_id), key="compare",
+    offered = [r.id for r in shown] + [r for r in st.session_state.compare if r not in {s.id for s in shown}]
+    chosen = st.multiselect("Runs to compare (pick two or more)", offered, key="compare",
                             format_func=lambda rid: by_id[rid].name)
     if len(chosen) < 2:
         st.caption("Pick at least two runs to overlay their curves.")
     if chosen:
-        compare_runs([by_id[r] for r in chosen], runs)
+        compare_runs([by_id[r] for r in chosen], every_run)
+    notes_editor(by_id)
     manage_runs(by_id)
     download_runs(by_id)
+
+
+def notes_editor(by_id) -> None:
+    """A run's note and tags (core.runs.Run.annotate), filled with what is saved whenever another run is picked.
+    Who may rename a run may write its note."""
+    with st.expander("Note and tags"):
+        rid = st.selectbox("Run", list(by_id), key="notes_run", format_func=lambda r: by_id[r].name)
+        run = by_id[rid]
+        saved = run.notes()
+        if st.session_state.get(NOTES_FOR) != rid:
+            st.session_state.notes_text, st.session_state.notes_tags = saved["note"], saved["tags"]
+            st.session_state[NOTES_FOR] = rid
+        every_tag = sorted({t for r in by_id.values() for t in r.tags} | set(st.session_state.notes_tags))
+        permitted = access.allowed("rename", run.summary().get("owner"))
+        st.text_area("Note", key="notes_text", max_chars=MAX_NOTE_CHARS, disabled=not permitted,
+                     placeholder="What you tried and what you saw")
+        tags = st.multiselect("Tags", every_tag, key="notes_tags", accept_new_options=True, disabled=not permitted,
+                              placeholder="Pick a tag or type a new one",
+                              help="One word each (letters, digits, '.', ':', '+', '-', '_'); stored lower-case.")
+        if st.button("Save note and tags", key="notes_save", disabled=not permitted):
+            try:
+                run.annotate(st.session_state.notes_text, add=[t for t in tags if t not in saved["tags"]],
+                             remove=[t for t in saved["tags"] if t not in tags])
+            except RunError as error:
+                st.error(str(error))
+                return
+            st.session_state.pop(NOTES_FOR)  # fill the widgets again with what was saved (tags lower-cased)
+            st.rerun()
+        if not permitted:
+            st.caption(access.why_not("rename"))
 
 
 def setup_key(run) -> str:
@@ -104,7 +168,7 @@ def references(runs) -> dict[str, dict[str, float]]:
     """Per task, the floors a trained model should clear: always guessing the validation set's most common
     class (from a confusion matrix: no model needed), and, for runs of a sweep, the untrained model the
     sweep measured (everything frozen, heads at their random start)."""
-    from core.runs import RunError
+    from core.runs import MAX_NOTE_CHARS, RunError
     from core.sweep import load_sweep
 
     out: dict[str, dict[str, float]] = {}
@@ -380,11 +444,13 @@ def difference_rows(runs) -> list[dict]:
     for key, getter in {
         "frozen parts": lambda s, c: ", ".join(s.get("frozen", [])) or "nothing",
         "trainable params": lambda s, c: f"{s.get('params', {}).get('trainable', 0):,}",
+        "adapter": lambda s, c: adapter_line(s["adapter"]) if s.get("adapter") else "none",
         "time (s)": lambda s, c: s.get("wall_seconds"),
         "examples/s": lambda s, c: s.get("examples_per_second"),
         "status": lambda s, c: s.get("status"),
         **{f"training.{k}": (lambda k: lambda s, c: c.get("training", {}).get(k))(k)
-           for k in ("epochs", "batch_size", "learning_rate", "head_learning_rate", "max_length", "seed")},
+           for k in ("epochs", "batch_size", "learning_rate", "head_learning_rate", "layer_lr_decay", "max_length",
+                     "seed")},
         "backbone": lambda s, c: c.get("backbone"),
         "init_from": lambda s, c: c.get("init_from"),
     }.items():

@@ -24,25 +24,26 @@ from typing import Any
 
 import streamlit as st
 
+from core import parts as part_names
 from core.config import ConfigError, ExperimentConfig, LessonConfig, parse_config, parse_config_text
 from core.freezing import FreezeError
 from core.presets import preset_plan
 from dashboard import access, lesson, resources
-from dashboard.page_settings import (DEMO, FROZEN, HUB, LOCAL_PATH, OWN, PRESET, PRESET_HEAD, PRESET_K, PRETRAINED,
-                                     SETTINGS, TRAINING_KEYS, UPLOAD, toggle_key, trains_backbone_key)
+from dashboard.page_settings import (DEMO, FREEZE_KEYS, FROZEN, HUB, KEEPS, LOCAL_PATH, OWN, PRESET, PRESET_HEAD,
+                                     PRESET_K, PRETRAINED, SCHEDULE_KEYS, SETTINGS, TRAINING_KEYS, UPLOAD, toggle_key,
+                                     trains_backbone_key)
 from dashboard.settings import TASKS, names_local_path
 
 LINK_READ, NOTES, PENDING_FREEZE = "_link_read", "_setup_notes", "_pending_freeze"
 LOAD_MESSAGE, SETUP_FILE = "_setup_loaded", "setup_file"
 LESSON_PREFIX, UPLOAD_PREFIX = "lesson.", "upload:"
 LESSON_LISTS = ("hide", "lock", "choices")  # lesson keys given once per item in a link
-FREEZE_KEYS = (PRESET, PRESET_K, PRESET_HEAD, FROZEN)
 
 
 @dataclass
 class Setup:
     values: dict[str, Any] = field(default_factory=dict)  # widget key -> checked value
-    freeze: dict = field(default_factory=dict)  # preset, k, head, parts (the config's freeze section)
+    freeze: dict = field(default_factory=dict)  # preset, k, head, parts (<part>:<kind> too): the config's
     lesson: LessonConfig | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -51,7 +52,7 @@ class Setup:
 
 def from_link(params: dict[str, list[str]]) -> Setup:
     """A link's setup; every key that is unknown or holds a bad value becomes a note, never an error."""
-    setup, lesson_fields, freeze = Setup(), {}, {}
+    setup, lesson_fields, freeze, keeps = Setup(), {}, {}, []
     for key, texts in params.items():
         text = texts[-1] if texts else ""
         if key.startswith(LESSON_PREFIX):
@@ -62,6 +63,8 @@ def from_link(params: dict[str, list[str]]) -> Setup:
                                "travel in a link; upload it again under 2. Data")
         elif key == FROZEN:
             freeze["parts"] = list(dict.fromkeys(t for t in texts if t))
+        elif key == KEEPS:  # the kinds every frozen part keeps training, said once instead of per part
+            keeps = [t for t in texts if t]
         elif key in SETTINGS and SETTINGS[key].shared:
             try:
                 value = SETTINGS[key].parse(text)
@@ -74,6 +77,8 @@ def from_link(params: dict[str, list[str]]) -> Setup:
                 setup.values[key] = value
         else:
             setup.notes.append(f"unknown link key {key!r} ignored")
+    if keeps:
+        freeze["parts"] = with_keeps(freeze.get("parts", []), keeps, setup.notes)
     setup.freeze = checked_freeze(freeze, setup.notes)
     if lesson_fields:
         try:
@@ -81,6 +86,19 @@ def from_link(params: dict[str, list[str]]) -> Setup:
         except ConfigError as error:
             setup.notes.append(f"{error}; the page opens without the lesson")
     return setup
+
+
+def with_keeps(parts: list[str], keeps: list[str], notes: list[str]) -> list[str]:
+    """``frozen_keeps`` applied to the frozen parts named without a kind: layer.3 and bias -> layer.3:bias."""
+    unknown = [k for k in keeps if k not in SETTINGS[KEEPS].choices]
+    if unknown:
+        notes.append(f"{KEEPS}: no kind {', '.join(unknown)} (kinds: {', '.join(SETTINGS[KEEPS].choices)}); left out")
+    kinds = [k for k in dict.fromkeys(keeps) if k not in unknown]
+    named = []
+    for part in parts:
+        plain = part_names.split_kind(part)[1] is None
+        named += [part_names.with_kind(part, kind) for kind in kinds] if plain and kinds else [part]
+    return named
 
 
 def checked_freeze(freeze: dict, notes: list[str]) -> dict:
@@ -104,6 +122,11 @@ def from_config(config: ExperimentConfig) -> Setup:
         values["backbone"] = config.backbone
     values["pooling"] = config.pooling
     values.update({key: getattr(config.training, key) for key in TRAINING_KEYS})
+    if config.freeze.schedule is not None:
+        values.update({key: getattr(config.freeze.schedule, name) for key, name in SCHEDULE_KEYS.items()})
+    if config.adapter is not None:
+        setup.notes.append("adapter: the page sets no adapters of its own (its switch 'Also train LoRA at this "
+                           "budget' queues a LoRA run after this plan's); the file's adapter section is left out")
     defaults = ExperimentConfig()
     for name in ("head_dropout", "name"):
         if getattr(config, name) != getattr(defaults, name):
@@ -230,18 +253,38 @@ def apply_pending_freeze(parts: list[str]) -> None:
     if pending.get("preset"):
         name, k, head = pending["preset"], pending.get("k"), pending.get("head")
         try:
-            frozen |= set(preset_plan(name, parts, k=k, head=head).frozen)
+            frozen |= set(preset_plan(name, parts, k=k, head=head).frozen)  # bitfit's are <part>:<kind>
             state["_preset"] = {"preset": name, "k": k if name == "lower_k" else None,
                                 "head": head if name == "scenario3" else None}
             state.update({key: value for key, value in ((PRESET_K, k), (PRESET_HEAD, head)) if value is not None})
         except FreezeError as error:
             notes.append(f"preset: {error}; no preset applied")
-    unknown = [p for p in pending.get("parts", []) if p not in parts]
+    named = pending.get("parts", [])
+    unknown = [p for p in named if part_names.split_kind(p)[0] not in parts]
     if unknown:
         notes.append(f"frozen: this backbone has no part {', '.join(unknown)}; left out")
-    frozen |= {p for p in pending.get("parts", []) if p in parts}
+    frozen |= {p for p in named if p not in unknown}
+    toggles_from_plan(parts, frozen, notes)
+
+
+def toggles_from_plan(parts: list[str], frozen: set[str], notes: list[str]) -> None:
+    """The toggles and the kinds frozen parts keep training (one choice for every part on the page) from a
+    plan's names, ``layer.3`` or ``layer.3:bias``; a kind the page cannot hold is a note."""
+    state, kinds_of = st.session_state, {}
+    for name in frozen:
+        part, kind = part_names.split_kind(name)
+        kinds_of.setdefault(part, set()).add(kind)
+    known = set(SETTINGS[KEEPS].choices)
+    odd = sorted({kind for kinds in kinds_of.values() for kind in kinds if kind is not None and kind not in known})
+    if odd:
+        notes.append(f"frozen: no kind {', '.join(odd)} (kinds: {', '.join(SETTINGS[KEEPS].choices)}); left out")
+    keeps = [k for k in SETTINGS[KEEPS].choices if any(k in kinds for kinds in kinds_of.values())]
+    if any(kinds - set(odd) != set(keeps or [None]) for kinds in kinds_of.values()):
+        notes.append(f"frozen: the page keeps the same kinds training in every frozen part; they all keep "
+                     f"{', '.join(keeps) or 'nothing'}")
+    state[KEEPS] = keeps
     for part in parts:
-        state[toggle_key(part)] = part in frozen
+        state[toggle_key(part)] = part in kinds_of
 
 
 def read_link() -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.freezing import share_text
 from core.runs import RunError
 from dashboard import charts, resources
-from dashboard.runs_view import percent_text, verdict_lines
+from dashboard.runs_view import verdict_lines
 
 KEYS = ["sweep_view", "sweep_pair_a", "sweep_pair_b"]  # widget values kept while the tab is closed
 
@@ -79,7 +80,7 @@ def table_rows(results: dict) -> list[dict]:
     rows = []
     for row in results["table"]:
         out = {"variant": row["variant"], "trainable": f"{row['trainable']:,}",
-               "trainable %": percent_text(row["trainable_fraction"]),
+               "trainable %": share_text(row["trainable_fraction"]),
                "train s (mean)": round(row["train_seconds_mean"], 1)}
         for task, m in row["tasks"].items():
             out[f"{task} acc"] = f"{m['accuracy_mean']:.3f} ± {m['accuracy_std']:.3f} (n={m['n_seeds']})"

@@ -128,6 +128,13 @@ def _isolated_lock_dir(tmp_path, monkeypatch):
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _session_lock_dir(tmp_path_factory):
+    """Module- and session-scoped fixtures that train (before the per-test folder above exists) lock in a
+    folder of the test session's own, never in the machine's temporary folder where a real run may hold it."""
+    os.environ["FREEZE_LAB_LOCK_DIR"] = str(tmp_path_factory.mktemp("freeze-lab-locks"))
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _isolated_cache_dir(tmp_path_factory):
     """Remembered backbone descriptions go to a fresh folder, never to the user's ~/.cache."""
     os.environ["FREEZE_LAB_CACHE_DIR"] = str(tmp_path_factory.mktemp("freeze-lab-cache"))

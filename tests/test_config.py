@@ -168,7 +168,8 @@ def test_duplicate_keys_are_found_at_every_depth_and_after_a_merge():
 def test_dump_keeps_the_documented_key_order():
     text_form = dump_config(parse_config({"training": {"seed": 3}}))
     keys = [line.split(":")[0] for line in text_form.splitlines() if not line.startswith(" ")]
-    assert keys == ["name", "backbone", "pooling", "head_dropout", "tasks", "freeze", "training", "init_from"]
+    assert keys == ["name", "backbone", "pooling", "head_dropout", "tasks", "freeze", "training", "adapter",
+                    "init_from"]
     assert ExperimentConfig().to_dict()["training"]["seed"] == 0
 
 

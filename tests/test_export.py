@@ -56,6 +56,7 @@ def test_the_zip_loads_with_automodel_and_holds_a_model_card_and_the_heads(runs,
     from safetensors.torch import load_file
 
     run = runs["full"]
+    run.annotate("shared with a colleague", add=["baseline"])
     top = extract(export_to_file(run, tmp_path / "run.zip"), tmp_path / "out")
     assert top.name == run.id
     assert torch.equal(backbone_output(top / "model"), backbone_output(run.backbone_dir))
@@ -65,6 +66,7 @@ def test_the_zip_loads_with_automodel_and_holds_a_model_card_and_the_heads(runs,
         assert heads[f"{task}.classifier.weight"].shape[0] == len(labels)
     for name in ("config.yaml", "summary.json", "metrics.jsonl"):
         assert (top / name).is_file()
+    assert json.loads((top / "notes.json").read_text()) == {"note": "shared with a colleague", "tags": ["baseline"]}
     card = (top / "README.md").read_text(encoding="utf-8")
     assert "## What was frozen" in card and "`embeddings`" in card and "`layer.1`" in card
     assert "## Data" in card and "## Metrics" in card and "negative, neutral, positive" in card

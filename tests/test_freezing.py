@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from core.backbones import load_backbone
 from core.freezing import (FreezeError, FreezePlan, apply_plan, check_plan, count_parameters, freeze, frozen_parts,
-                           frozen_prefix_depth, trainable_parameters, unfreeze)
+                           frozen_prefix_depth, share_text, trainable_parameters, unfreeze)
 from core.model import MultiTaskModel
 from core.presets import PRESETS, plan_from_config, preset_plan
 
@@ -33,7 +33,8 @@ def test_presets_build_the_documented_plans(model):
     assert preset_plan("lower_k", names, k=1).frozen == ("embeddings", "layer.0")
     assert preset_plan("lower_k", names, k=0).frozen == ("embeddings",)
     assert preset_plan("top_quarter", names).frozen == ("embeddings", "layer.0", "layer.1")
-    assert set(PRESETS) == {"none", "scenario1", "scenario2", "scenario3", "lower_k", "top_quarter"}
+    assert set(PRESETS) == {"none", "scenario1", "scenario2", "scenario3", "lower_k", "top_quarter", "bitfit",
+                            "norms_only"}
 
 
 def test_top_quarter_keeps_a_quarter_of_the_layers():
@@ -243,7 +244,8 @@ def test_preset_errors_say_exactly_what_is_allowed():
         "scenario3 needs one of the heads topic, sentiment, not 'style'")
     assert freeze_error(preset_plan, "scenario3", PARTS) == "scenario3 needs one of the heads topic, sentiment, not None"
     assert freeze_error(preset_plan, "Scenario1", PARTS) == (
-        "unknown preset 'Scenario1'; presets: scenario1, scenario2, scenario3, lower_k, top_quarter, none")
+        "unknown preset 'Scenario1'; presets: scenario1, scenario2, scenario3, lower_k, top_quarter, bitfit, "
+        "norms_only, none")
 
 
 def test_check_plan_names_every_unknown_part_and_all_valid_ones():
@@ -270,3 +272,25 @@ def test_a_tensor_reachable_from_two_parts_is_counted_once_in_the_first():
     counts = count_parameters(TwoParts())
     assert counts == {"total": 11, "trainable": 9, "by_part": {"first": {"total": 8, "trainable": 8},
                                                                 "second": {"total": 3, "trainable": 1}}}
+
+
+@pytest.mark.parametrize("trainable, total, text", [
+    (2_695, 22_600_000, "0.012%"),  # MiniLM with only the two heads training
+    (0, 100, "0%"), (100, 100, "100%"), (1, 10**9, "<0.001%"), (5, 1_000, "0.5%"), (125, 1_000, "12.5%"),
+    (999, 1_000, "99.9%"), (99_960, 100_000, ">99.9%"),
+])
+def test_a_trainable_share_reads_as_what_it_is(trainable, total, text):
+    assert share_text(trainable / total) == text
+
+
+def test_no_share_without_a_total():
+    assert share_text(None) is None
+
+
+@given(total=st.integers(1, 10**10), data=st.data())
+def test_a_share_reads_0_or_100_only_when_it_is(total, data):
+    trainable = data.draw(st.integers(0, total))
+    text = share_text(trainable / total)
+    assert (text == "0%") == (trainable == 0)
+    assert (text == "100%") == (trainable == total)
+    assert text.endswith("%") and "e" not in text  # never scientific notation

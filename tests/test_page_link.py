@@ -150,6 +150,67 @@ def test_a_link_cannot_pass_the_teachers_limits(page_env, monkeypatch):
     assert at.session_state["epochs"] == 3 and at.session_state["backbone"] == "minilm"
 
 
+def test_a_link_carries_a_schedule_layer_lr_decay_the_kinds_kept_and_the_lora_switch(page_env):
+    from core.config import parse_config_text
+
+    at = rerun_until(new_app(page_env.backbone), ready)
+    at.number_input(key="layer_lr_decay").set_value(0.8).run()
+    at.toggle(key="freeze:embeddings").set_value(True).run()
+    at.toggle(key="freeze:layer.0").set_value(True).run()
+    at.multiselect(key="frozen_keeps").set_value(["bias"]).run()
+    at.selectbox(key="schedule_kind").set_value("gradual_unfreeze").run()
+    at.number_input(key="schedule_every").set_value(2).run()
+    at.selectbox(key="schedule_unit").set_value("step").run()
+    at.toggle(key="also_lora").set_value(True).run()
+    link = dict(at.query_params)
+    assert link == {"backbone": page_env.backbone, "layer_lr_decay": "0.8", "schedule_kind": "gradual_unfreeze",
+                    "schedule_every": "2", "schedule_unit": "step", "also_lora": "true",
+                    "frozen": ["embeddings:bias", "layer.0:bias"]}
+
+    opened = rerun_until(open_link(link), ready)
+    assert not opened.exception and not notes(opened)
+    keys = ("layer_lr_decay", "schedule_kind", "schedule_every", "schedule_unit", "frozen_keeps", "also_lora")
+    assert {k: opened.session_state[k] for k in keys} == {k: at.session_state[k] for k in keys}
+    assert frozen_toggles(opened) == {"embeddings", "layer.0"} and readout(opened) == readout(at)
+    config = parse_config_text(export_text(opened), "setup.yaml")
+    assert config.training.layer_lr_decay == 0.8
+    assert config.freeze.schedule.model_dump() == {"kind": "gradual_unfreeze", "every": 2, "unit": "step"}
+    assert config.freeze.parts == ["embeddings:bias", "layer.0:bias"]
+    assert dict(opened.query_params) == link
+
+    bad = rerun_until(open_link({"backbone": page_env.backbone, "schedule_kind": "sometimes", "layer_lr_decay": "2",
+                                 "frozen": "layer.0", "frozen_keeps": ["bias", "weights"]}), ready)
+    text = notes(bad)
+    assert "schedule_kind='sometimes' is not one of fixed, gradual_unfreeze, progressive_freeze" in text
+    assert "layer_lr_decay=2.0 is out of range" in text
+    assert "frozen_keeps: no kind weights" in text
+    assert bad.session_state["frozen_keeps"] == ["bias"] and frozen_toggles(bad) == {"layer.0"}
+
+
+def test_a_setup_file_brings_its_schedule_and_kinds_and_names_the_adapter_it_leaves_out(page_env):
+    from core.config import parse_config_text
+
+    text = (f"backbone: {page_env.backbone}\n"
+            "freeze:\n  parts: [embeddings:norm, layer.1:norm]\n"
+            "  schedule: {kind: progressive_freeze, every: 3, unit: step}\n"
+            "training: {layer_lr_decay: 0.5}\n")
+    at = rerun_until(new_app("minilm"), lambda a: len(a.toggle) > 0)
+    at.file_uploader(key="setup_file").upload("setup.yaml", text.encode(), "application/x-yaml").run()
+    at = rerun_until(at, lambda a: ready(a) and a.session_state["backbone"] == page_env.backbone)
+    assert not notes(at)
+    state = at.session_state
+    assert (state["schedule_kind"], state["schedule_every"], state["schedule_unit"]) == ("progressive_freeze", 3,
+                                                                                         "step")
+    assert state["layer_lr_decay"] == 0.5 and state["frozen_keeps"] == ["norm"]
+    assert frozen_toggles(at) == {"embeddings", "layer.1"}
+
+    lora = f"backbone: {page_env.backbone}\nadapter: {{r: 4}}\n"  # a schedule and an adapter do not go together
+    at.file_uploader(key="setup_file").upload("lora.yaml", lora.encode(), "application/x-yaml").run()
+    at = rerun_until(at, ready)
+    assert "adapter: the page sets no adapters of its own" in notes(at)
+    assert state["schedule_kind"] == "fixed" and parse_config_text(export_text(at), "lora.yaml").adapter is None
+
+
 # ---- the setup file ------------------------------------------------------------------------------------
 
 def test_download_load_download_gives_the_same_file_and_the_same_page(page_env):

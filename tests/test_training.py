@@ -257,26 +257,30 @@ def test_optimizer_groups_give_heads_their_learning_rate_and_skip_frozen_parts(t
     trainer, _ = staged_trainer(config, tmp_path, setup=False)
     model = trainer.experiment.model
     groups = trainer.make_optimizer().param_groups
-    assert [(g["lr"], g["weight_decay"]) for g in groups] == [(3e-5, 0.05), (3e-5, 0.0), (2e-3, 0.05), (2e-3, 0.0)]
+    parts = ["layer.0", "layer.1", "layer.2", "head.topic", "head.sentiment"]  # one pair per trainable part
+    assert [(g["part"], g["lr"], g["weight_decay"]) for g in groups] == [
+        (part, 2e-3 if part.startswith("head.") else 3e-5, decay) for part in parts for decay in (0.05, 0.0)]
     ids = [{id(p) for p in g["params"]} for g in groups]
-    assert ids[2] | ids[3] == {id(p) for p in model.heads.parameters()}
+    heads = set().union(*ids[6:])
+    assert heads == {id(p) for p in model.heads.parameters()}
     expected = {id(p) for p in model.backbone.parameters() if p.requires_grad}
-    assert ids[0] | ids[1] == expected and not ids[0] & ids[1]
+    assert set().union(*ids[:6]) == expected and sum(map(len, ids)) == len(expected | heads)
     assert not {id(p) for p in model.backbone.embeddings.parameters()} & expected
     # biases and LayerNorm weights are not decayed (Hugging Face Trainer, nanoGPT); matrices are
     no_decay = {id(p) for n, p in model.named_parameters() if p.requires_grad and (n.endswith(".bias") or "LayerNorm" in n)}
-    assert no_decay and ids[1] | ids[3] == no_decay
-    assert {id(model.heads["topic"].classifier.weight), id(model.backbone.encoder.layer[0].attention.self.query.weight)} <= ids[0] | ids[2]
+    assert no_decay and set().union(*ids[1::2]) == no_decay
+    assert {id(model.heads["topic"].classifier.weight), id(model.backbone.encoder.layer[0].attention.self.query.weight)} <= set().union(*ids[::2])
 
 
 def test_a_frozen_backbone_leaves_the_heads_alone_in_the_optimizer(tiny_bert, small_config, tmp_path):
     config = small_config(tiny_bert, freeze={"preset": "scenario2"}, training={"head_learning_rate": 2e-3,
                                                                               "device": "cpu"})
     trainer, _ = staged_trainer(config, tmp_path, setup=False)
-    weights, biases = trainer.make_optimizer().param_groups
+    groups = trainer.make_optimizer().param_groups
     model = trainer.experiment.model
-    assert weights["lr"] == biases["lr"] == 2e-3 and biases["weight_decay"] == 0.0
-    assert {id(p) for p in weights["params"] + biases["params"]} == {id(p) for p in model.heads.parameters()}
+    assert [g["part"] for g in groups] == ["head.topic"] * 2 + ["head.sentiment"] * 2
+    assert {g["lr"] for g in groups} == {2e-3} and [g["weight_decay"] for g in groups[1::2]] == [0.0, 0.0]
+    assert {id(p) for g in groups for p in g["params"]} == {id(p) for p in model.heads.parameters()}
 
 
 @pytest.mark.parametrize("freeze", [{}, {"preset": "lower_k", "k": 2}], ids=["uncached", "cached-prefix"])
