@@ -68,3 +68,15 @@ def test_the_cli_trains_a_lesson_file_and_keeps_the_guess_in_the_summary(tiny_be
     assert summary["status"] == "evaluated"
     assert summary["lesson"] == {"title": LESSON["title"], "ask": LESSON["ask"], "choices": LESSON["choices"],
                                  "guess": "about the same"}
+
+
+def test_a_sweep_over_devices_refuses_a_guess_in_one_line(tmp_path):
+    """Members trained by children under --devices would drop the guess: refused before anything loads."""
+    config = tmp_path / "lesson.yaml"
+    config.write_text(yaml.safe_dump({"lesson": LESSON}), encoding="utf-8")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-m", "core", "sweep", "--config", str(config), "--depths", "0,1",
+                             "--devices", "cpu,cpu", "--guess", "about the same", "--runs-dir", str(tmp_path / "runs")],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and not (tmp_path / "runs").exists()
+    assert result.stderr.strip().splitlines()[-1].endswith("leave out --devices or --guess")
