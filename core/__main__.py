@@ -48,6 +48,7 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--runs-dir", default="runs", help="where runs are stored (default: runs)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--owner", help="who started the run, kept in its summary (the page passes its visitor's id)")
+    train.add_argument("--guess", help="a student's answer to the config's lesson question, kept in the run's summary")
     train.add_argument("--stop-file", type=Path, metavar="PATH",
                        help="if this file appears while the model loads, stop before any run exists "
                             "(once the run exists, a 'stop' file in its folder stops it after the current step)")
@@ -62,6 +63,8 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_argument("--seeds", type=positive, default=1, help="seeds per variant: base seed, +1, ... (default 1)")
     sweep.add_argument("--runs-dir", default="runs", help="where runs are stored (default: runs)")
     sweep.add_argument("--owner", help="who started the sweep, kept in its members' summaries")
+    sweep.add_argument("--guess",
+                       help="a student's answer to the config's lesson question, kept in each member's summary")
     sweep.add_argument("--stop-file", type=Path, metavar="PATH",
                        help="if this file appears, stop after the current member (or before the first one)")
     sweep.add_argument("--devices", help="train members in parallel, one per device at a time: CUDA device numbers "
@@ -134,6 +137,7 @@ def cmd_train(args) -> int:
     from core.training import prepare, run_experiment
 
     config = parse_config_text(sys.stdin.read(), "stdin") if args.config == "-" else load_config(args.config)
+    guess = checked_guess(config, args.guess)
     main = Processes.current(resolve_device(config.training.device)).is_main
     if main:
         RunStore(args.runs_dir).check_writable()  # before minutes of loading, not after
@@ -154,7 +158,8 @@ def cmd_train(args) -> int:
                 print(adapters.describe(experiment.adapter.report), file=sys.stderr)
         bar = None if args.quiet or not main else ProgressBar()
         run = run_experiment(config, args.runs_dir, [bar] if bar else [], stop, experiment,
-                             on_run=lambda run: announce(run, args.owner, args.sweep, config.training.seed))
+                             on_run=lambda run: announce(run, args.owner, args.sweep, config.training.seed,
+                                                         config.lesson, guess))
         if bar:
             bar.close()
     if not main:  # the run's outcome is the main process's to report (this one raised if it failed here)
@@ -189,11 +194,15 @@ def cmd_sweep(args) -> int:
                           "--devices, or launch one run with 'accelerate launch -m core train'")
 
     config = parse_config_text(sys.stdin.read(), "stdin") if args.config == "-" else load_config(args.config)
+    guess = checked_guess(config, args.guess)
     depths = parse_depths(args.depths) if args.depths else None
     devices = parse_devices(args.devices) if args.devices else None
     if devices and args.owner:
         raise ConfigError("--owner is the page's, and the page runs a sweep's members one after another; "
                           "leave out --devices or --owner")
+    if devices and guess is not None:
+        raise ConfigError("--guess is kept by the process that trains a member, and --devices trains them in "
+                          "children; leave out --devices or --guess")
     presets = [p.strip() for p in args.presets.split(",") if p.strip()] if args.presets else []
     RunStore(args.runs_dir).check_writable()
     stop = threading.Event()
@@ -213,7 +222,8 @@ def cmd_sweep(args) -> int:
     with stop_on_signals(stop):
         record = run_sweep(config, depths, presets, args.seeds, args.runs_dir, stop, on_member=member_done,
                            on_start=started, devices=devices,
-                           on_run=say_where if devices else lambda run: announce(run, args.owner))
+                           on_run=say_where if devices else lambda run: announce(run, args.owner,
+                                                                                 lesson=config.lesson, guess=guess))
     print_table(record)
     print(f"{SWEEP_FOLDER}{folder['path']}")
     return 0 if record["status"] == "finished" else 1
@@ -335,11 +345,24 @@ def cmd_reevaluate(args) -> int:
     return 0
 
 
-def announce(run, owner: str | None = None, sweep: str | None = None, seed: int | None = None) -> None:
-    """The run exists: record who started it (and the sweep it belongs to, with its seed) and that SIGTERM
-    stops it cleanly (so a restarted page may send it on POSIX), and say where."""
+def checked_guess(config, guess: str | None) -> str | None:
+    """--guess, checked against the config's lesson before minutes of loading (ConfigError, one line)."""
+    if guess is None:
+        return None
+    if config.lesson is None:
+        raise ConfigError("--guess needs a config with a lesson section (its question)")
+    return config.lesson.checked_guess(guess)
+
+
+def announce(run, owner: str | None = None, sweep: str | None = None, seed: int | None = None,
+             lesson=None, guess: str | None = None) -> None:
+    """The run exists: record who started it (and the sweep it belongs to, with its seed), the student's guess
+    at the lesson's question, and that SIGTERM stops it cleanly (so a restarted page may send it on POSIX),
+    and say where."""
     run.update_summary(stop_by_signal=True, **({"owner": owner} if owner else {}),
                        **({"sweep": sweep, "seed": seed} if sweep else {}))
+    if guess is not None:
+        run.record_guess(lesson, guess)
     print(f"{RUN_FOLDER}{run.path}", file=sys.stderr, flush=True)
 
 

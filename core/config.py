@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PRESET_NAMES = ("none", "scenario1", "scenario2", "scenario3", "lower_k", "top_quarter", "bitfit", "norms_only")
+PAGE_SECTIONS = ("backbone", "data", "freeze", "settings")  # the page's sections a lesson may hide or lock
 
 
 class ConfigError(ValueError):
@@ -165,6 +166,47 @@ class AdapterConfig(_Strict):
         return self
 
 
+class LessonConfig(_Strict):
+    """A teacher's lesson: the page shows the title, hides or locks sections, and asks a question before
+    Train; the student's guess is kept with the run. Training itself ignores it (the CLI too)."""
+
+    title: str = Field(min_length=1, max_length=200)
+    hide: list[Literal[PAGE_SECTIONS]] = Field(default_factory=list,  # type: ignore[valid-type]
+                                               description="sections the students do not see")
+    lock: list[Literal[PAGE_SECTIONS]] = Field(default_factory=list,  # type: ignore[valid-type]
+                                               description="sections shown but not editable")
+    ask: str | None = Field(None, min_length=1, max_length=500, description="the question asked before Train")
+    choices: list[str] = Field(default_factory=list, max_length=10,
+                               description="the answers to pick from; none: the student types one")
+
+    @field_validator("choices")
+    @classmethod
+    def _distinct_choices(cls, choices: list[str]) -> list[str]:
+        if any(not c.strip() or len(c) > 200 for c in choices):
+            raise ValueError("each choice needs 1 to 200 characters")
+        if len(set(choices)) < len(choices):
+            raise ValueError("a choice is given twice")
+        return choices
+
+    @model_validator(mode="after")
+    def _choices_need_a_question(self) -> "LessonConfig":
+        if self.choices and not self.ask:
+            raise ValueError("choices need a question (ask)")
+        return self
+
+    def checked_guess(self, guess: str) -> str:
+        """A student's answer, stripped; ConfigError (one line) unless it is one of the choices (or, with
+        none, 1 to 200 characters)."""
+        guess = guess.strip()
+        if not self.ask:
+            raise ConfigError("this lesson asks no question, so it takes no guess")
+        if not guess or len(guess) > 200:
+            raise ConfigError("a guess needs 1 to 200 characters")
+        if self.choices and guess not in self.choices:
+            raise ConfigError(f"guess {guess!r} is not one of the lesson's choices: {', '.join(self.choices)}")
+        return guess
+
+
 class ExperimentConfig(_Strict):
     """The whole experiment. ``tasks`` omitted means the built-in demo data."""
 
@@ -177,6 +219,7 @@ class ExperimentConfig(_Strict):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     adapter: AdapterConfig | None = Field(None, description="LoRA adapters (off when omitted)")
     init_from: str | None = Field(None, description="a run id or run folder whose weights to start from")
+    lesson: LessonConfig | None = Field(None, description="a teacher's lesson for the page; training ignores it")
 
     @field_validator("tasks")
     @classmethod
@@ -208,7 +251,8 @@ class ExperimentConfig(_Strict):
         return self.tasks[task].trains_backbone if self.tasks and task in self.tasks else True
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        """Every key, but ``lesson`` only where there is one (a config without one reads as before)."""
+        return self.model_dump(mode="json", exclude={"lesson"} if self.lesson is None else None)
 
 
 def _one_line(error: ValidationError) -> str:

@@ -52,6 +52,7 @@ class Job:
     runs_dir: Path
     owner: str | None = None  # who started it (the page's visitor id); None: the CLI, or unknown
     sweep: dict | None = None  # a sweep instead of one run: {"depths": "0,2", "presets": "", "seeds": 2}
+    guess: str | None = None  # a student's answer to the config's lesson question, kept in each run's summary
     sweep_folder: Path | None = None  # the sweep's folder, once it exists; ``run`` is then its current member
     state: str = "preparing"  # queued | preparing | running | done | error
     run: Run | None = None
@@ -98,12 +99,17 @@ class JobManager:
         self.queue: list[Job] = []  # jobs waiting for the device, first to start first
 
     def start(self, config: ExperimentConfig, owner: str | None = None, sweep: dict | None = None,
-              then: list[ExperimentConfig] | tuple = ()) -> Job:
+              then: list[ExperimentConfig] | tuple = (), guess: str | None = None) -> Job:
         """Start a run (or a sweep: ``python -m core sweep`` arguments) now, or queue it behind the one that
         trains (one trainer per device). ``then``: runs queued right behind it as part of the same request
-        (the page's "Also train LoRA at this budget"); they do not count against the one waiting job."""
+        (the page's "Also train LoRA at this budget"); they do not count against the one waiting job.
+        ``guess``: the student's answer to ``config.lesson``'s question, kept by the first run only."""
+        if guess is not None:
+            if config.lesson is None:
+                raise ValueError("a guess needs a lesson with a question")
+            guess = config.lesson.checked_guess(guess)
         with self._lock:
-            job = Job(config, self.runs_dir, owner=owner, sweep=sweep)
+            job = Job(config, self.runs_dir, owner=owner, sweep=sweep, guess=guess)
             followers = [Job(c, self.runs_dir, owner=owner, state="queued") for c in then]
             if not self.queue and self._live_job() is None:  # never ahead of a job that waits
                 self._launch(job)
@@ -209,7 +215,8 @@ class JobManager:
         job.stop_file = self.runs_dir / f".stop-{uuid.uuid4().hex}"
         process = subprocess.Popen(
             core_command(*self._command(job), "--config", "-", "--runs-dir", str(self.runs_dir),
-                         "--stop-file", str(job.stop_file), *(["--owner", job.owner] if job.owner else [])),
+                         "--stop-file", str(job.stop_file), *(["--owner", job.owner] if job.owner else []),
+                         *(["--guess", job.guess] if job.guess is not None else [])),
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, encoding="utf-8",
             errors="replace", env=child_env())
         try:
@@ -277,6 +284,8 @@ class JobManager:
         def attach(run: Run) -> None:
             if job.owner:
                 run.update_summary(owner=job.owner)
+            if job.guess is not None:
+                run.record_guess(job.config.lesson, job.guess)
             job.run, job.state = run, "running"
 
         try:

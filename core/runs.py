@@ -31,7 +31,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from core import events as ev
-from core.config import ExperimentConfig, dump_config, load_config
+from core.config import ExperimentConfig, LessonConfig, dump_config, load_config
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
 ACTIVE = "running"
@@ -211,6 +211,13 @@ class Run:
 
     def config(self) -> ExperimentConfig:
         return load_config(self.config_path)
+
+    def record_guess(self, lesson: LessonConfig, guess: str) -> None:
+        """Keep a student's answer to the lesson's question in the summary's ``lesson`` entry, beside the
+        question, so the page can later show the guess beside what the run measured (ConfigError: not a
+        guess this lesson takes)."""
+        self.update_summary(lesson={"title": lesson.title, "ask": lesson.ask, "choices": lesson.choices,
+                                    "guess": lesson.checked_guess(guess)})
 
     def append_event(self, event) -> None:
         """A subscriber: one JSON line per event, flushed at once."""

@@ -13,61 +13,50 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.config import ConfigError, ScheduleConfig, TaskConfig, TrainingConfig, parse_config
-from dashboard import access, resources
+from core.config import ConfigError, parse_config
+from dashboard import access, lesson, resources
+from dashboard.page_settings import (DEMO, HUB, LOCAL_PATH, NO_SCHEDULE, OWN, PRETRAINED, SCHEDULE_KEYS, SETTINGS,
+                                     TRAINING_KEYS, UPLOAD, bounds, description, trains_backbone_key, widget_defaults)
 from dashboard.settings import TASKS, check_local_path, names_local_path, resolve_allowed, uploads_dir
 
 FILE_TYPES = ["csv", "tsv", "json", "jsonl", "parquet"]
 
 
-def trains_backbone_key(task: str) -> str:
-    """The widget key of tasks.<task>.trains_backbone (drawn with the heads' freeze toggles)."""
-    return f"trains_backbone:{task}"
-
-
-DEMO, OWN = "Built-in demo data", "My own data"
-NO_SCHEDULE = "fixed"  # the schedule selector's "no freeze.schedule"
-DEFAULTS = {"backbone": "minilm", "pooling": "mean", "warm_start": "pretrained", "data_mode": DEMO,
-            **{f"use:{t}": True for t in TASKS}, **{f"source_kind:{t}": "Upload a file" for t in TASKS},
-            **{trains_backbone_key(t): TaskConfig.model_fields["trains_backbone"].default for t in TASKS},
-            "epochs": 2, "batch_size": 32, "learning_rate": 5e-5, "head_learning_rate": 1e-3, "max_length": 64,
-            "layer_lr_decay": TrainingConfig.model_fields["layer_lr_decay"].default,
-            "schedule_kind": NO_SCHEDULE, "schedule_every": ScheduleConfig.model_fields["every"].default,
-            "schedule_unit": ScheduleConfig.model_fields["unit"].default,
-            "seed": 0, "eval_every": 25, "cache_frozen_prefix": True, "sweep_kind": "freeze depth", "sweep_seeds": 2,
-            "sweep_presets": ["none", "top_quarter", "scenario2"], "also_lora": False}
-HELP = {name: TrainingConfig.model_fields[name].description for name in TrainingConfig.model_fields}
-
-
 def init_state() -> None:
-    for key, value in DEFAULTS.items():
+    """Every setting at its default (page_settings), unless set already; a visitor's page starts within
+    the teacher's limit on training examples."""
+    limit = access.limits().train_examples
+    for key, value in widget_defaults().items():
+        if key.startswith("max_train:") and limit:
+            value = min(value, limit)
         st.session_state.setdefault(key, value)
 
 
 # ---- backbone ---------------------------------------------------------------------------------
 
-def backbone_section() -> None:
+def backbone_section(locked: bool = False) -> None:
+    """Step 1; ``locked``: shown but not editable (a lesson's)."""
     st.subheader("1. Backbone")
     left, right = st.columns([3, 1])
-    warm = st.session_state.get("warm_start", "pretrained") != "pretrained"
+    warm = st.session_state.get("warm_start", PRETRAINED) != PRETRAINED
     offered = offered_backbones()
     if offered is None:
-        left.text_input("Pretrained encoder", key="backbone", disabled=warm,
+        left.text_input("Pretrained encoder", key="backbone", disabled=warm or locked,
                         help="'minilm' is the packaged all-MiniLM-L6-v2 (works offline). Or type a Hugging Face hub "
                              "id such as distilbert-base-uncased, bert-base-uncased, roberta-base, or a local folder.")
     else:
         if st.session_state.backbone not in offered:
             st.session_state.backbone = offered[0]
-        left.selectbox("Pretrained encoder", offered, key="backbone", disabled=warm,
+        left.selectbox("Pretrained encoder", offered, key="backbone", disabled=warm or locked,
                        help="The backbones the teacher offers on this page.")
-    right.radio("Pooling", ["mean", "cls"], key="pooling", horizontal=True,
+    right.radio("Pooling", SETTINGS["pooling"].choices, key="pooling", horizontal=True, disabled=locked,
                 help="mean: average over tokens. cls: the first token (through the pooler, if the model has one).")
     runs = [r for r in resources.run_store().list() if r.has_weights()]
-    options = ["pretrained"] + [r.id for r in runs]
+    options = [PRETRAINED] + [r.id for r in runs]
     if st.session_state.warm_start not in options:
-        st.session_state.warm_start = "pretrained"
-    st.selectbox("Start from", options, key="warm_start",
-                 format_func=lambda v: "the pretrained backbone" if v == "pretrained" else f"run {v} (its trained weights)",
+        st.session_state.warm_start = PRETRAINED
+    st.selectbox("Start from", options, key="warm_start", disabled=locked,
+                 format_func=lambda v: "the pretrained backbone" if v == PRETRAINED else f"run {v} (its trained weights)",
                  help="Start from a finished run to evaluate a trained model on new data (scenario 1) or to freeze "
                       "a head that has already learned (scenario 3).")
     if warm:
@@ -86,7 +75,7 @@ def selected_backbone() -> str:
     offers, or a typed one. A typed local path is resolved and must lie in an allowed folder; a visitor
     of a served page may only name hub models (ValueError otherwise)."""
     offered = offered_backbones()
-    if st.session_state.get("warm_start", "pretrained") != "pretrained":
+    if st.session_state.get("warm_start", PRETRAINED) != PRETRAINED:
         run = resources.run_store().get(st.session_state.warm_start)
         if offered is not None and origin_backbone(run.config()) not in offered:
             raise ValueError(f"run {run.id} was trained from a backbone this page does not offer; start from "
@@ -134,16 +123,36 @@ def hub_source(typed: str) -> str:
 
 # ---- data -------------------------------------------------------------------------------------
 
-def data_section() -> None:
+def data_section(locked: bool = False) -> None:
+    """Step 2; ``locked``: shown but not editable (a lesson's)."""
     st.subheader("2. Data")
-    st.radio("Examples", [DEMO, OWN], key="data_mode", horizontal=True,
+    st.radio("Examples", SETTINGS["data_mode"].choices, key="data_mode", horizontal=True, disabled=locked,
              help="The demo set has about 1,400 short sentences, each with a topic and a sentiment.")
     if st.session_state.data_mode == DEMO:
         demo_preview()
         return
     for task in TASKS:
         with st.expander(f"Task '{task}'", expanded=True):
-            task_inputs(task)
+            task_inputs(task, locked)
+
+
+def hidden_data_sources() -> None:
+    """Step 2 hidden by a lesson: each task's source from its settings, as if drawn (an upload cannot be)."""
+    for task in TASKS:
+        source = None
+        if st.session_state.data_mode == OWN and st.session_state.get(f"use:{task}"):
+            with contextlib.suppress(ValueError):  # the same check fails again, with its message, at Train
+                source = typed_source(task, st.session_state.get(f"source_kind:{task}"))
+        st.session_state[f"source:{task}"] = source
+
+
+def typed_source(task: str, kind: str | None) -> str | None:
+    """A task's typed local path or hub name, checked (ValueError, one line); None when none is typed."""
+    if kind == LOCAL_PATH and access.local_paths_offered() and (typed := st.session_state.get(f"path:{task}")):
+        return str(check_local_path(typed))
+    if kind == HUB and (typed := st.session_state.get(f"hub:{task}")):
+        return hub_source(typed)
+    return None
 
 
 @st.cache_data(show_spinner=False)
@@ -184,35 +193,28 @@ def balance_bars(title: str, counts: dict[str, int]) -> None:
             f"{bars}")
 
 
-def task_inputs(task: str) -> None:
-    if not st.checkbox(f"Train a '{task}' head", key=f"use:{task}"):
+def task_inputs(task: str, locked: bool = False) -> None:
+    if not st.checkbox(f"Train a '{task}' head", key=f"use:{task}", disabled=locked):
         return
-    kinds = ["Upload a file", "Local path", "Hub data set"] if access.local_paths_offered() else [
-        "Upload a file", "Hub data set"]
+    kinds = [UPLOAD, LOCAL_PATH, HUB] if access.local_paths_offered() else [UPLOAD, HUB]
     if st.session_state.get(f"source_kind:{task}") not in kinds:
         st.session_state[f"source_kind:{task}"] = kinds[0]
-    kind = st.radio("Source", kinds, key=f"source_kind:{task}", horizontal=True)
+    kind = st.radio("Source", kinds, key=f"source_kind:{task}", horizontal=True, disabled=locked)
     source = None
-    if kind == "Upload a file":
-        upload = st.file_uploader(f"{task} training file", type=FILE_TYPES, key=f"upload:{task}")
+    if kind == UPLOAD:
+        upload = st.file_uploader(f"{task} training file", type=FILE_TYPES, key=f"upload:{task}", disabled=locked)
         try:
             source = save_upload(upload) if upload is not None else None
         except ValueError as error:
             st.error(str(error))
-    elif kind == "Local path":
-        typed = st.text_input("Path to a csv/tsv/json/jsonl/parquet file", key=f"path:{task}")
-        if typed:
-            try:
-                source = str(check_local_path(typed))
-            except ValueError as error:
-                st.error(str(error))
     else:
-        typed = st.text_input("Hub data set name (e.g. ag_news, sst2)", key=f"hub:{task}")
-        if typed:
-            try:
-                source = hub_source(typed)
-            except ValueError as error:
-                st.error(str(error))
+        label = ("Path to a csv/tsv/json/jsonl/parquet file" if kind == LOCAL_PATH
+                 else "Hub data set name (e.g. ag_news, sst2)")
+        st.text_input(label, key=f"{'path' if kind == LOCAL_PATH else 'hub'}:{task}", disabled=locked)
+        try:
+            source = typed_source(task, kind)
+        except ValueError as error:
+            st.error(str(error))
     st.session_state[f"source:{task}"] = source
     if not source:
         return
@@ -221,13 +223,14 @@ def task_inputs(task: str) -> None:
         st.error(error)
         return
     st.dataframe(rows, hide_index=True)
-    text_default = columns.index("text") if "text" in columns else 0
-    label_default = columns.index("label") if "label" in columns else min(1, len(columns) - 1)
+    choose_column(f"text_col:{task}", columns, columns.index("text") if "text" in columns else 0)
+    choose_column(f"label_col:{task}", columns,
+                  columns.index("label") if "label" in columns else min(1, len(columns) - 1))
     c1, c2, c3 = st.columns(3)
-    c1.selectbox("Text column", columns, index=text_default, key=f"text_col:{task}")
-    c2.selectbox("Label column", columns, index=label_default, key=f"label_col:{task}")
-    c3.number_input("Max training examples (0: all)", 0, 10_000_000, min(2000, access.limits().train_examples or 2000),
-                    step=500, key=f"max_train:{task}")
+    c1.selectbox("Text column", columns, key=f"text_col:{task}", disabled=locked)
+    c2.selectbox("Label column", columns, key=f"label_col:{task}", disabled=locked)
+    c3.number_input("Max training examples (0: all)", *bounds(f"max_train:{task}"), step=500, key=f"max_train:{task}",
+                    disabled=locked)
     check = checked_task(task)
     if isinstance(check, str):
         st.error(check)
@@ -237,6 +240,17 @@ def task_inputs(task: str) -> None:
         for note in check.notes:
             st.caption(note)
         balance_bars(task, check.class_counts())
+
+
+def choose_column(key: str, columns: list[str], default: int) -> None:
+    """A column picker's value: the one chosen (or given by a link or setup file) if the file has it, else
+    its default column, with a note when a given name is not in this file."""
+    wanted = st.session_state.get(key)
+    if wanted in columns:
+        return
+    if wanted is not None:
+        st.caption(f"{key}: this file has no column {wanted!r}; using {columns[default]!r}.")
+    st.session_state[key] = columns[default]
 
 
 def save_upload(upload) -> str:
@@ -328,23 +342,28 @@ def train_counts() -> dict[str, int]:
 
 # ---- settings ---------------------------------------------------------------------------------
 
-def settings_section() -> None:
+def settings_section(locked: bool = False) -> None:
+    """Step 4; ``locked``: shown but not editable (a lesson's)."""
     st.subheader("4. Settings")
     c = st.columns(5)
-    c[0].number_input("Epochs", 1, 100, key="epochs", help="Passes over the training data.")
-    c[1].number_input("Batch size", 1, 1024, key="batch_size", help="Sentences per training step.")
-    c[2].number_input("Learning rate (backbone)", 1e-7, 1e-2, key="learning_rate", format="%.1e", step=1e-5,
-                      help=HELP["learning_rate"])
-    c[3].number_input("Learning rate (heads)", 1e-6, 1e-1, key="head_learning_rate", format="%.1e", step=1e-4,
+    c[0].number_input("Epochs", *bounds("epochs"), key="epochs", disabled=locked, help="Passes over the training data.")
+    c[1].number_input("Batch size", *bounds("batch_size"), key="batch_size", disabled=locked,
+                      help="Sentences per training step.")
+    c[2].number_input("Learning rate (backbone)", *bounds("learning_rate"), key="learning_rate", format="%.1e",
+                      step=1e-5, disabled=locked, help=description("learning_rate"))
+    c[3].number_input("Learning rate (heads)", *bounds("head_learning_rate"), key="head_learning_rate",
+                      format="%.1e", step=1e-4, disabled=locked,
                       help="Heads start from scratch, so they learn with a larger rate.")
-    c[4].number_input("Layer-wise LR decay", 0.01, 1.0, key="layer_lr_decay", format="%.2f", step=0.05,
-                      help=HELP["layer_lr_decay"] + ". The Freeze step's table shows each part's rate.")
+    c[4].number_input("Layer-wise LR decay", *bounds("layer_lr_decay"), key="layer_lr_decay", format="%.2f",
+                      step=0.05, disabled=locked,
+                      help=f"{description('layer_lr_decay')}. The Freeze step's table shows each part's rate.")
     c = st.columns(4)
-    c[0].number_input("Max length (tokens)", 8, 512, key="max_length", help="Longer sentences are cut.")
-    c[1].number_input("Seed", 0, 2**31 - 1, key="seed", help="Same seed, same config: same run.")
-    c[2].number_input("Evaluate every N steps", 0, 100_000, key="eval_every",
+    c[0].number_input("Max length (tokens)", *bounds("max_length"), key="max_length", disabled=locked,
+                      help="Longer sentences are cut; a backbone's own limit (often 512) caps it.")
+    c[1].number_input("Seed", *bounds("seed"), key="seed", disabled=locked, help="Same seed, same config: same run.")
+    c[2].number_input("Evaluate every N steps", *bounds("eval_every"), key="eval_every", disabled=locked,
                       help="0: once per epoch. There is always a final evaluation.")
-    c[3].toggle("Cache the frozen prefix", key="cache_frozen_prefix",
+    c[3].toggle("Cache the frozen prefix", key="cache_frozen_prefix", disabled=locked,
                 help="Compute the frozen embeddings and lower layers once and reuse them. Much faster; the cached "
                      "part runs without dropout, which is a (small) difference from training it uncached.")
     if not access.is_teacher():
@@ -371,7 +390,7 @@ def schedule_config() -> dict | None:
     s = st.session_state
     if s.schedule_kind == NO_SCHEDULE:
         return None
-    return {"kind": s.schedule_kind, "every": int(s.schedule_every), "unit": s.schedule_unit}
+    return {name: int(s[key]) if name == "every" else s[key] for key, name in SCHEDULE_KEYS.items()}
 
 
 def current_config(frozen: list[str], preset: dict | None):
@@ -384,10 +403,9 @@ def current_config(frozen: list[str], preset: dict | None):
     data = {
         "backbone": backbone, "pooling": s.pooling,
         "freeze": {**(preset or {}), "parts": frozen, "schedule": schedule_config()},
-        "training": {k: s[k] for k in ("epochs", "batch_size", "learning_rate", "head_learning_rate", "layer_lr_decay",
-                                       "max_length", "seed", "eval_every", "cache_frozen_prefix")},
+        "training": {key: s[key] for key in TRAINING_KEYS},
     }
-    if s.warm_start != "pretrained":
+    if s.warm_start != PRETRAINED:
         data["init_from"] = s.warm_start
     if s.data_mode == OWN:
         tasks = {t: c for t in TASKS if (c := task_config(t))}
@@ -403,4 +421,6 @@ def current_config(frozen: list[str], preset: dict | None):
     for task, section in (data.get("tasks") or {}).items():
         if not s.get(trains_backbone_key(task), True):
             section["trains_backbone"] = False
+    if (active := lesson.active()) is not None:
+        data["lesson"] = active.model_dump()
     return parse_config(data)

@@ -14,16 +14,13 @@ from core.freezing import FreezeError, FreezePlan, share_text
 from core.layer_rates import part_rates
 from core.presets import PRESETS, preset_plan
 from core.schedules import next_plan, nothing_to_change
-from dashboard import resources
+from dashboard import resources, sharing
 from dashboard.charts import percent
-from dashboard.form import NO_SCHEDULE, selected_backbone, trains_backbone_key
+from dashboard.form import selected_backbone
+from dashboard.page_settings import (KEEPS, NO_SCHEDULE, PRESET_HEAD, PRESET_K, SCHEDULE_KEYS, SETTINGS, bounds,
+                                     toggle_key, trains_backbone_key)
 
 FROZEN_COLOR, PARTLY_COLOR, TRAINABLE_COLOR = "#9db4d6", "#e3c77b", "#f7a35c"
-KEEPS_KEY = "frozen_keeps"  # the kinds (core.parts.KINDS) that frozen parts keep training
-
-
-def toggle_key(part: str) -> str:
-    return f"freeze:{part}"
 
 
 def current_parts(labels: dict[str, list[str]]) -> tuple[list[str], dict | None, str | None]:
@@ -56,7 +53,7 @@ def with_heads(info: dict, labels: dict[str, list[str]]) -> dict:
 
 def frozen_now(parts: list[str]) -> list[str]:
     """The plan the toggles say: each frozen part, named with every kind it keeps training (``layer.3:bias``)."""
-    keeps = st.session_state.get(KEEPS_KEY) or []
+    keeps = st.session_state.get(KEEPS) or []
     toggled = [p for p in parts if st.session_state.get(toggle_key(p), False)]
     return [part_names.with_kind(p, kind) for p in toggled for kind in keeps] if keeps else toggled
 
@@ -70,7 +67,7 @@ def apply_preset(name: str, parts: list[str]) -> None:
         return
     for part in parts:
         st.session_state[toggle_key(part)] = plan.trainable_kinds(part) is not None
-    st.session_state[KEEPS_KEY] = [k for k in part_names.KINDS if any(part_names.split_kind(p)[1] == k
+    st.session_state[KEEPS] = [k for k in part_names.KINDS if any(part_names.split_kind(p)[1] == k
                                                                        for p in plan.frozen)]
     st.session_state["_preset"] = {"preset": name, "k": st.session_state.get("preset_k") if name == "lower_k" else None,
                                    "head": st.session_state.get("preset_head") if name == "scenario3" else None}
@@ -88,10 +85,13 @@ def matching_preset(parts: list[str]) -> dict | None:
     return chosen if set(plan.frozen) == set(frozen_now(parts)) else None
 
 
-def freeze_section(labels: dict[str, list[str]]) -> tuple[list[str], dict | None, list[str]]:
-    """Draw step 3; return the frozen parts, the matching preset (for the run's record) and every part."""
-    st.subheader("3. Freeze")
+def freeze_section(labels: dict[str, list[str]], hidden: bool = False,
+                   locked: bool = False) -> tuple[list[str], dict | None, list[str]]:
+    """Draw step 3; return the frozen parts, the matching preset (for the run's record) and every part.
+    A lesson may hide it (the toggles keep the setup's values, undrawn) or lock it (drawn, not editable)."""
     tasks = list(labels)
+    if not hidden:
+        st.subheader("3. Freeze")
     parts, described, error = current_parts(labels)
     if error:
         st.error(f"This backbone cannot be used: {error}")
@@ -100,8 +100,13 @@ def freeze_section(labels: dict[str, list[str]]) -> tuple[list[str], dict | None
         st.info("Reading the backbone's parts...")
         poll_counts()
         return [], None, []
-    presets_row(parts, tasks)
-    toggles_grid(parts)
+    sharing.apply_pending_freeze(parts)  # a link's or a setup file's toggles, now that the parts are known
+    if hidden:
+        resources.keep_state([toggle_key(p) for p in parts] + [trains_backbone_key(t) for t in tasks]
+                             + [PRESET_K, PRESET_HEAD, KEEPS, *SCHEDULE_KEYS])
+        return frozen_now(parts), matching_preset(parts), parts
+    presets_row(parts, tasks, locked)
+    toggles_grid(parts, locked)
     frozen = frozen_now(parts)
     kind = st.session_state.schedule_kind
     if kind != NO_SCHEDULE and next_plan(kind, FreezePlan.of(frozen), parts) is None:
@@ -175,7 +180,7 @@ def wait_for_counts() -> None:
     st.caption("Loading the backbone to count its parameters...")
 
 
-def presets_row(parts: list[str], tasks: list[str]) -> None:
+def presets_row(parts: list[str], tasks: list[str], locked: bool = False) -> None:
     n_layers = part_names.count_layers(parts)
     st.session_state.setdefault("preset_k", max(1, n_layers * 2 // 3))
     if st.session_state.get("preset_head") not in tasks:
@@ -185,11 +190,12 @@ def presets_row(parts: list[str], tasks: list[str]) -> None:
     for column, preset in zip(columns, PRESETS.values()):
         with column:
             st.button(preset.title.split(":")[0], key=f"preset:{preset.name}", on_click=apply_preset,
-                      args=(preset.name, parts), use_container_width=True, help=preset.title)
+                      args=(preset.name, parts), use_container_width=True, help=preset.title, disabled=locked)
             if preset.needs == "k":
-                st.number_input("k", 0, n_layers, key="preset_k", help="how many lower layers to freeze")
+                st.number_input("k", bounds(PRESET_K)[0], n_layers, key=PRESET_K, disabled=locked,
+                                help="how many lower layers to freeze")
             if preset.needs == "head":
-                st.selectbox("head", tasks, key="preset_head", help="which task's head to freeze")
+                st.selectbox("head", tasks, key=PRESET_HEAD, disabled=locked, help="which task's head to freeze")
             with st.popover("Why?", use_container_width=True):
                 st.markdown(f"**{preset.title}**\n\n**Freezes:** {preset.what}\n\n**What it means:** {preset.effect}"
                             f"\n\n**Advantages:** {preset.benefit}\n\n**When to use:** {preset.when}")
@@ -201,29 +207,29 @@ def presets_row(parts: list[str], tasks: list[str]) -> None:
         st.success(f"**{p.title}** — {p.effect} *Advantages:* {p.benefit} *When:* {p.when}")
 
 
-def toggles_grid(parts: list[str]) -> None:
+def toggles_grid(parts: list[str], locked: bool = False) -> None:
     backbone, heads = part_names.backbone(parts), part_names.heads(parts)
     st.markdown("**Frozen parts** (on = frozen)")
     for row in (backbone[i:i + 7] for i in range(0, len(backbone), 7)):
         for column, part in zip(st.columns(7), row):
-            column.toggle(part, key=toggle_key(part))
+            column.toggle(part, key=toggle_key(part), disabled=locked)
     for column, part in zip(st.columns(7), heads):
-        column.toggle(part, key=toggle_key(part))
+        column.toggle(part, key=toggle_key(part), disabled=locked)
         column.checkbox("its loss trains the backbone", key=trains_backbone_key(part_names.head_task(part)),
+                        disabled=locked,
                         help="Off: this task's loss updates only its own head (nothing, if the head is frozen); "
                              "its data is still evaluated. Config: tasks.<task>.trains_backbone.")
     keeps, kind, every, unit = st.columns([3, 2, 1, 1])
-    st.session_state.setdefault(KEEPS_KEY, [])
-    keeps.multiselect("Frozen parts still train their", list(part_names.KINDS), key=KEEPS_KEY,
+    keeps.multiselect("Frozen parts still train their", SETTINGS[KEEPS].choices, key=KEEPS, disabled=locked,
                       format_func=part_names.KINDS.get,
                       help="Freeze by kind of tensor: a frozen part keeps training these (BitFit keeps the biases). "
                            "Config: freeze.parts with <part>:<kind>, e.g. layer.3:bias.")
-    kind.selectbox("Plan over time", [NO_SCHEDULE, "gradual_unfreeze", "progressive_freeze"], key="schedule_kind",
+    kind.selectbox("Plan over time", SETTINGS["schedule_kind"].choices, key="schedule_kind", disabled=locked,
                    help="gradual_unfreeze (ULMFiT): unfreeze the highest frozen layer every N units. "
                         "progressive_freeze: freeze the lowest trainable layer every N units. Config: freeze.schedule.")
-    fixed = st.session_state.schedule_kind == NO_SCHEDULE
-    every.number_input("every", 1, 100_000, key="schedule_every", disabled=fixed)
-    unit.selectbox("unit", ["epoch", "step"], key="schedule_unit", disabled=fixed)
+    fixed = locked or st.session_state.schedule_kind == NO_SCHEDULE
+    every.number_input("every", *bounds("schedule_every"), key="schedule_every", disabled=fixed)
+    unit.selectbox("unit", SETTINGS["schedule_unit"].choices, key="schedule_unit", disabled=fixed)
 
 
 def readout_panel(described: dict, frozen: set[str]) -> None:

@@ -14,8 +14,9 @@ from core import parts as part_names
 from core.adapters import describe as adapter_line
 from core.presets import PRESETS
 from core.locks import BusyError
-from dashboard import access, change_view, charts, live_chart, resources
+from dashboard import access, change_view, charts, lesson, live_chart, resources, sharing
 from dashboard.form import current_config, origin_backbone, train_counts
+from dashboard.page_settings import bounds
 
 # How often the live chart asks for new points. A poll with nothing new costs a small request and no
 # drawing, so it is frequent enough for a point to show within a second of its event on any device.
@@ -50,8 +51,10 @@ def train_section(frozen: list[str], preset: dict | None, parts: list[str]) -> N
     mine_waiting = manager.waiting(access.visitor_id())
     st.session_state["_drawn"] = page_signature(job, mine_waiting)
     may_stop = active and access.allowed("stop", job.owner)
+    lesson.ask()
+    waits = lesson.needs_guess() or sharing.PENDING_FREEZE in st.session_state  # a guess; a link's toggles
     c1, c2, c3 = st.columns([1, 1, 4])
-    if c1.button("Train", type="primary", disabled=bool(mine_waiting), key="train", use_container_width=True,
+    if c1.button("Train", type="primary", disabled=bool(mine_waiting) or waits, key="train", use_container_width=True,
                  help="A run is training: yours waits in the queue and starts when it ends." if active else None):
         start_training(frozen, preset, parts=parts)
         if "_train_error" not in st.session_state:
@@ -63,7 +66,7 @@ def train_section(frozen: list[str], preset: dict | None, parts: list[str]) -> N
     if mine_waiting and c2.button("Cancel my queued run", key="cancel_queued", use_container_width=True):
         manager.stop(mine_waiting[0])
         st.rerun()
-    with c1.popover("Sweep", use_container_width=True, disabled=bool(mine_waiting) or not parts):
+    with c1.popover("Sweep", use_container_width=True, disabled=bool(mine_waiting) or not parts or waits):
         sweep_form(frozen, preset, parts)
     st.toggle(LORA_SWITCH, key="also_lora",
               help="After this plan's run, train LoRA adapters on every layer of the frozen backbone, their rank "
@@ -98,8 +101,9 @@ def start_training(frozen: list[str], preset: dict | None, sweep: dict | None = 
     except ValueError as error:  # ConfigError is a ValueError
         st.session_state["_train_error"] = str(error)
         return
+    guess = st.session_state.get(lesson.GUESS) if config.lesson is not None and config.lesson.ask else None
     start_training_config(config, sweep, train_counts(), runs=sweep_size(sweep) if sweep else 1 + len(then),
-                          then=then)
+                          then=then, guess=guess)
 
 
 LORA_SWITCH = "Also train LoRA at this budget"
@@ -119,13 +123,14 @@ def lora_run(config, frozen: list[str], parts: list[str]):
 
 
 def start_training_config(config, sweep: dict | None = None, counts: dict[str, int | None] | None = None,
-                          runs: int = 1, then: list | None = None) -> None:
+                          runs: int = 1, then: list | None = None, guess: str | None = None) -> None:
     """Start (or queue) a config for this visitor, within the page's limits; a refusal goes to _train_error.
-    ``then``: configs queued right behind it (JobManager.start)."""
+    ``then``: configs queued right behind it (JobManager.start); ``guess``: the student's answer to the
+    config's lesson question, kept with the first run."""
     try:
         if not access.is_teacher():
             access.check_limits(access.limits(), config, counts or {}, origin_backbone(config), runs)
-        resources.job_manager().start(config, owner=access.visitor_id(), sweep=sweep, then=then or [])
+        resources.job_manager().start(config, owner=access.visitor_id(), sweep=sweep, then=then or [], guess=guess)
     except (ValueError, BusyError) as error:
         st.session_state["_train_error"] = str(error)
 
@@ -149,7 +154,7 @@ def sweep_form(frozen: list[str], preset: dict | None, parts: list[str]) -> None
     else:
         st.multiselect("Presets", SWEEP_PRESETS, key="sweep_presets",
                        help="lower_k and scenario3 use the k and the head chosen under Freeze.")
-    st.number_input("Seeds per variant", 1, 10, key="sweep_seeds",
+    st.number_input("Seeds per variant", *bounds("sweep_seeds"), key="sweep_seeds",
                     help="Repeats with seeds seed, seed+1, ...: the spread between them says whether a "
                          "difference is the setting or luck.")
     request = sweep_request()
@@ -182,6 +187,7 @@ def live_view() -> None:
     status_line(job, st)
     queue_line(manager)
     if job.run is not None:
+        lesson.answer(job.run)  # above the charts, where a student looks when the run ends
         draw_run(job.run)
     if st.session_state.get("_drawn") != page_signature(job, manager.waiting(access.visitor_id())):
         st.rerun()  # a run ended or the next began: refresh the buttons and the history

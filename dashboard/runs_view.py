@@ -15,7 +15,7 @@ from core.adapters import describe as adapter_line
 from core import parts as part_names
 from core.freezing import share_text
 from core.runs import MAX_NOTE_CHARS, RunError
-from dashboard import access, charts, resources
+from dashboard import access, charts, lesson, resources
 
 FILTERS = {"tag": "Tags", "preset": "Preset", "status": "Status", "backbone": "Backbone"}  # core.history.FACETS
 KEYS = ["compare", "compare_metric", "compare_x", "compare_smoothing", "compare_pair_a", "compare_pair_b",
@@ -202,6 +202,7 @@ def compare_runs(runs, every_run) -> None:
                "as PNG with the camera of its toolbar.")
     if len(groups) >= 2:
         verdict_for(groups)
+    lesson.guesses(runs)
     c1, c2, c3 = st.columns(3)
     st.session_state.setdefault("compare_metric", "accuracy")
     st.session_state.setdefault("compare_smoothing", 0.0)

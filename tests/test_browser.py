@@ -374,3 +374,50 @@ def test_the_live_chart_appends_only_new_points_and_asks_nothing_while_the_tab_i
         ended = page.evaluate("window.polls.length")
         page.wait_for_timeout(500)
         assert page.evaluate("window.polls.length") == ended  # the run ended: no more polling
+
+
+def test_a_link_opens_the_same_toggles_settings_and_readout_in_a_fresh_browser(tmp_path, tiny_bert):
+    """Set toggles and settings, read the address bar, open it in a new browser context (no session, no
+    cookies): the same toggles and settings are set, and the parameter readout is identical."""
+    import re
+
+    env = {"FREEZE_LAB_RUNS_DIR": str(tmp_path / "runs"), "FREEZE_LAB_ALLOWED_DIRS": tiny_bert,
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+    def number(page, label: str):
+        return page.get_by_label(label, exact=True).and_(page.locator("input"))
+
+    def readout(page) -> tuple[str, str, str]:
+        return (page.get_by_test_id("stMetricValue").first.inner_text(),
+                page.get_by_test_id("stMetricDelta").first.inner_text(),
+                page.locator("table").filter(has_text="trainable").first.inner_text())
+
+    def state(page) -> dict:
+        switches = {part: page.get_by_role("switch", name=part, exact=True).is_checked()
+                    for part in ("embeddings", "layer.0", "layer.1", "layer.2", "head.topic", "head.sentiment")}
+        values = {label: number(page, label).input_value() for label in ("Epochs", "Seed", "Batch size")}
+        return {**switches, **values}
+
+    with streamlit_server(env) as (url, _), browser() as chromium:
+        first = chromium.new_context(viewport={"width": 1400, "height": 3000}).new_page()
+        first.goto(url)
+        use_backbone(first, tiny_bert)
+        for label, value in (("Epochs", "3"), ("Seed", "5")):
+            number(first, label).fill(value)
+            number(first, label).press("Enter")
+            first.wait_for_url(re.compile(f"{label.lower()}={value}"), timeout=30_000)
+        for part in ("embeddings", "layer.1"):
+            first.get_by_role("switch", name=part, exact=True).check(force=True)
+            first.wait_for_url(re.compile(rf"frozen={re.escape(part)}"), timeout=30_000)
+        link = first.url
+        assert "epochs=3" in link and "seed=5" in link and "batch_size" not in link  # only what differs
+        before = (state(first), readout(first))
+        assert before[0]["embeddings"] and before[0]["layer.1"] and not before[0]["layer.0"]
+
+        second = chromium.new_context(viewport={"width": 1400, "height": 3000}).new_page()
+        second.goto(link)
+        second.get_by_text(before[1][0], exact=True).first.wait_for(timeout=60_000)
+        second.wait_for_timeout(1000)  # let the widgets settle
+        assert (state(second), readout(second)) == before
+        assert second.url == link  # opening the link writes the same link back
+        second.screenshot(path=str(ARTIFACTS / "browser-link-opened.png"), full_page=True)

@@ -239,16 +239,19 @@ def test_remote_code_backbone_refused_on_train_too(page_env):
 
 # ---- settings -------------------------------------------------------------------------------------
 
-def test_settings_widgets_bound_absurd_values(page_env):
+def test_settings_widgets_bound_absurd_values_with_the_configs_own_bounds(page_env):
+    import math
+
     at = new_app(page_env.backbone)
     bounds = {key: (at.number_input(key=key).min, at.number_input(key=key).max)
               for key in ("epochs", "batch_size", "learning_rate", "head_learning_rate", "max_length")}
-    assert bounds == {"epochs": (1, 100), "batch_size": (1, 1024), "learning_rate": (1e-7, 1e-2),
-                      "head_learning_rate": (1e-6, 1e-1), "max_length": (8, 512)}
+    tiny = math.nextafter(0, 1)  # the config's gt=0: any positive rate
+    assert bounds == {"epochs": (1, 100), "batch_size": (1, 1024), "learning_rate": (tiny, 1e-2),
+                      "head_learning_rate": (tiny, 1e-1), "max_length": (8, 4096)}  # as core/config.py says
     at.number_input(key="batch_size").set_value(0).run()
     at.number_input(key="max_length").set_value(100_000).run()
     assert at.session_state["batch_size"] == 1  # out of bounds: never passed on
-    assert 8 <= at.session_state["max_length"] <= 512
+    assert 8 <= at.session_state["max_length"] <= 4096
     still_works(at)
 
 

@@ -44,9 +44,10 @@ def test_the_page_explains_scenario3_and_writes_trains_backbone(page_env, tiny_b
 def test_the_config_names_the_demo_tasks_only_when_one_is_kept_out(monkeypatch):
     import streamlit as st
 
-    from dashboard import form
+    from dashboard import form, page_settings
 
-    state = type("State", (dict,), {"__getattr__": dict.__getitem__})({**form.DEFAULTS, "backbone": "minilm"})
+    state = type("State", (dict,), {"__getattr__": dict.__getitem__})({**page_settings.widget_defaults(),
+                                                                       "backbone": "minilm"})
     monkeypatch.setattr(st, "session_state", state)
     monkeypatch.setattr(form, "selected_backbone", lambda: "minilm")
     assert form.current_config([], None).tasks is None  # the default demo config stays as it was
