@@ -132,6 +132,9 @@ class AdapterConfig(_Strict):
     r: int | Literal["auto"] = Field(8, description="the adapters' rank, or auto: matched to the budget of match")
     alpha: float = Field(16.0, gt=0, description="LoRA's scaling numerator: updates are scaled by alpha / r")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapters' input")
+    learning_rate: float | None = Field(None, gt=0, le=1e-1, description="the adapters' own learning rate (LoRA "
+                                        "usually wants about ten times full fine-tuning's); null: the rate of the "
+                                        "layer they sit in")
     targets: list[str] = Field(default_factory=lambda: ["query", "value"], min_length=1,
                                description="projections to adapt, by module name inside a layer (peft's "
                                            "target_modules: a name or the end of a dotted path)")

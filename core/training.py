@@ -350,13 +350,18 @@ class Trainer:
         cfg, model = self.cfg, self.experiment.model
         rates = part_rates(list(model.parts()), cfg.learning_rate, cfg.head_learning_rate, cfg.layer_lr_decay)
         optimized, groups = {id(p) for p in self.optimized}, []
+        own_rate = self.experiment.config.adapter and self.experiment.config.adapter.learning_rate
+        adapter_tensors = {id(p) for p in self.experiment.adapter.tensors()} if own_rate else set()
         for part, modules in model.parts().items():
             params = list({id(p): p for m in modules for p in m.parameters() if id(p) in optimized}.values())
             optimized -= {id(p) for p in params}  # a tensor reachable from two parts: in the first only
+            adapted = [p for p in params if id(p) in adapter_tensors]  # at adapter.learning_rate, when it is set
+            params = [p for p in params if id(p) not in adapter_tensors]
             groups += [{"params": [p for p in params if p.dim() >= 2], "lr": rates[part], "part": part,
                         "weight_decay": cfg.weight_decay},
                        {"params": [p for p in params if p.dim() < 2], "lr": rates[part], "part": part,
-                        "weight_decay": 0.0}]
+                        "weight_decay": 0.0},
+                       {"params": adapted, "lr": own_rate, "part": part, "weight_decay": cfg.weight_decay}]
         return torch.optim.AdamW([g for g in groups if g["params"]])
 
     # -- training --------------------------------------------------------------------------

@@ -225,4 +225,26 @@ def test_the_pages_lora_twin_freezes_the_backbone_and_the_plans_heads_and_matche
     assert twin.freeze.preset == "scenario2" and twin.freeze.parts == ["head.topic"]
     assert twin.adapter.r == "auto" and twin.adapter.layers == "all"
     assert twin.adapter.match == plan.freeze
+    assert twin.adapter.learning_rate == pytest.approx(10 * plan.training.learning_rate)  # LoRA's usual tenfold
     assert twin.training == plan.training and twin.name == "LoRA at the budget of scenario3 topic"
+
+
+@pytest.mark.parametrize("own_rate", [None, 3e-3])
+def test_the_adapters_learn_at_their_own_rate_and_everything_else_at_its_parts(tiny_bert, small_config, tmp_path,
+                                                                                own_rate):
+    import threading
+
+    from core import events
+    from core.training import Trainer
+
+    config = lora_config(tiny_bert, small_config, {"r": 2, "layers": "trainable", "learning_rate": own_rate},
+                         freeze={"parts": ["layer.0"]}, learning_rate=1e-4, head_learning_rate=2e-3)
+    experiment = prepare(config, tmp_path)
+    trainer = Trainer(experiment, RunStore(tmp_path).create(config), events.EventBus(), threading.Event())
+    adapters = {id(p) for p in experiment.adapter.tensors()}
+    assert adapters  # the tensors of layers 1 and up: layer.0 is frozen, so it carries none
+    for group in trainer.make_optimizer().param_groups:
+        in_adapters = {id(p) in adapters for p in group["params"]}
+        assert len(in_adapters) == 1  # a group holds adapter tensors only, or none
+        expected = 2e-3 if group["part"].startswith("head.") else 1e-4
+        assert group["lr"] == (own_rate if own_rate and in_adapters == {True} else expected)
