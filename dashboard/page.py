@@ -47,21 +47,14 @@ with train_tab:
         form.settings_section(locked=lesson.locked("settings"))
     sharing.share_panel(frozen, preset)
     live.train_section(frozen, preset, parts)
-with compare_tab:
-    if compare_tab.open:
-        runs_view.compare_section()
-    else:
-        resources.keep_state(runs_view.KEYS)
-with sweeps_tab:
-    if sweeps_tab.open:
-        sweeps_view.sweeps_section()
-    else:
-        resources.keep_state(sweeps_view.KEYS)
-with inspect_tab:
-    if inspect_tab.open:
-        inspect_view.inspect_section()
-    else:
-        resources.keep_state(inspect_view.KEYS)
+for tab, draw, keys in ((compare_tab, runs_view.compare_section, runs_view.KEYS),
+                        (sweeps_tab, sweeps_view.sweeps_section, sweeps_view.KEYS),
+                        (inspect_tab, inspect_view.inspect_section, inspect_view.KEYS)):
+    with tab:
+        if tab.open:
+            draw()
+        else:
+            resources.keep_state(keys)
 with notes:
     sharing.notes_box()
 sharing.write_link(parts, frozen, preset)  # after every widget has settled
