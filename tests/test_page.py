@@ -28,6 +28,12 @@ def ready(at) -> bool:
     return len(at.metric) > 0
 
 
+def steps_logged(runs_root) -> int:
+    """Training steps the one run under ``runs_root`` has written so far."""
+    logs = list((runs_root / "runs").glob("*/metrics.jsonl"))
+    return logs[0].read_text().count('"kind": "step"') if logs else 0
+
+
 def test_default_page_renders_without_exceptions(page_env):
     at = new_app("minilm")
     assert not at.exception
@@ -68,6 +74,7 @@ def test_train_draws_charts_and_stop_keeps_a_stopped_run(page_env, tiny_bert):
     second_tab = rerun_until(new_app(tiny_bert, fresh_server=False), lambda a: live_chart_data(a) is not None)
     assert any("running" in i.value for i in second_tab.info)  # it found the live run
     assert not second_tab.button(key="stop").disabled  # a one-person page: any tab may stop it
+    rerun_until(at, lambda a: steps_logged(page_env) > 0)  # the chart appears before the first step ends
     at.button(key="stop").click().run()
     at = rerun_until(at, lambda a: any("stopped" in w.value for w in a.warning))
     runs = list((page_env / "runs").iterdir())
