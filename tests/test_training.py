@@ -315,3 +315,17 @@ def test_evaluation_scores_every_validation_example_once(freeze, tiny_bert, smal
     (event, *_) = [e for e in seen if isinstance(e, ev.EvalEvent)]
     assert event.final and event.step == 3 and event.tasks == results == trainer.last_eval
     assert event.epoch == 0.4286  # 3 / 7 epochs, to 4 places
+
+
+def test_a_seed_repeats_a_run_exactly_and_another_seed_does_not(tiny_bert, small_config, tmp_path):
+    """Seeds are what a comparison's repeats vary: the same seed must give the same run, step for step, or a
+    'within noise' verdict would be measuring the machine."""
+    def losses(seed: int, folder: str) -> tuple[list[float], float]:
+        config = small_config(tiny_bert, training={"epochs": 2, "seed": seed, "data_seed": 0})
+        seen = []
+        summary = run_experiment(config, tmp_path / folder, [seen.append]).summary()
+        return [e.loss for e in seen if isinstance(e, ev.StepEvent)], summary["tasks"]["topic"]["loss"]
+
+    first, again, other = losses(0, "a"), losses(0, "b"), losses(1, "c")
+    assert first == again  # bit for bit: the batch order, the heads' start, dropout
+    assert first[0] != other[0]
