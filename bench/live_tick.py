@@ -5,12 +5,13 @@
 Writes a synthetic metrics.jsonl of N events in the proportions of a real run (per step a step event
 and a progress event, an evaluation and a change record every 50 steps, two tasks), then times one tick:
 
-- before: ``Run.events()`` (the whole file parsed again) and the two task figures built from it,
-  serialized as ``st.plotly_chart`` sends them;
-- after, page: ``EventLog.update()`` (``Run.events_since``: only the appended lines are parsed) and the
-  same figures, for a tick that redraws (the live view's fragment);
-- after, route: what ``/api/runs/<id>/events`` does for the live chart's poll: ``events_since`` from the
-  last offset and the new events as JSON.
+- before: ``Run.events()``, the whole file parsed again (the live view before issue 15 also built both
+  task figures from it each tick, in plotly: with those, 0.82 ms at 100 events and 519 ms at 20,000,
+  docs/page-speed.md);
+- after, page: ``EventLog.update()`` (``Run.events_since``: only the appended lines are parsed), what the
+  live view's fragment reads when it reruns;
+- after, route: what ``/api/freeze-lab/runs/<id>/events`` does for the live chart's poll:
+  ``events_since`` from the last offset and the new events as JSON.
 
 Each tick has one new step (two events) appended before it, as the trainer would.
 """
@@ -30,7 +31,6 @@ sys.path.insert(0, str(ROOT))
 
 from core import events as ev  # noqa: E402
 from core.runs import EventLog, Run  # noqa: E402
-from dashboard import charts  # noqa: E402
 
 TASKS = ("topic", "sentiment")
 PARTS = ["embeddings", *(f"layer.{i}" for i in range(6)), "head.topic", "head.sentiment"]
@@ -59,10 +59,6 @@ def write_run(folder: Path, n_events: int) -> tuple[Run, int]:
     return run, step
 
 
-def figures(events) -> str:
-    return json.dumps([charts.task_figure(events, task, "step", 0.6) for task in TASKS])
-
-
 def timed(tick, run: Run, step: int, repeat: int) -> float:
     """Median milliseconds of ``tick()``, each after one more step is appended."""
     times = []
@@ -78,11 +74,11 @@ def timed(tick, run: Run, step: int, repeat: int) -> float:
 def measure(n_events: int, repeat: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         run, step = write_run(Path(tmp) / "before", n_events)
-        before = timed(lambda: figures(run.events()), run, step, repeat)
+        before = timed(run.events, run, step, repeat)
         run, step = write_run(Path(tmp) / "page", n_events)
         log = EventLog(run)
         log.update()  # the first look at a run reads it whole, once
-        page = timed(lambda: figures(log.update()), run, step, repeat)
+        page = timed(log.update, run, step, repeat)
         run, step = write_run(Path(tmp) / "route", n_events)
         offset = run.metrics_path.stat().st_size
 
@@ -92,10 +88,9 @@ def measure(n_events: int, repeat: int) -> dict:
             json.dumps({"events": [ev.to_dict(e) for e in new], "offset": offset})
 
         route = timed(poll, run, step, repeat)
-        parse_all = timed(run.events, run, step, repeat)
-        parse_new = timed(EventLog(run).update, run, step, 1)  # a first look: the whole log once
+        first_look = timed(EventLog(run).update, run, step, 1)  # a reload: the whole log once
     return {"events": n_events, "before_tick_ms": before, "page_tick_ms": page, "route_poll_ms": route,
-            "events()_ms": parse_all, "first_look_ms": parse_new}
+            "first_look_ms": first_look}
 
 
 def main() -> None:
@@ -104,11 +99,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=50, help="ticks timed per case (the median is printed)")
     args = parser.parse_args()
     rows = [measure(int(n), args.repeat) for n in args.sizes.split(",")]
-    print(f"{'events':>7} {'before: events()+figures':>25} {'after: EventLog+figures':>24} "
-          f"{'after: route poll':>18} {'events() alone':>15} {'first look':>11}   (ms, median)")
+    print(f"{'events':>7} {'before: events()':>17} {'after: EventLog':>16} {'after: route poll':>18} "
+          f"{'first look':>11}   (ms, median)")
     for r in rows:
-        print(f"{r['events']:>7} {r['before_tick_ms']:>25.2f} {r['page_tick_ms']:>24.2f} {r['route_poll_ms']:>18.3f} "
-              f"{r['events()_ms']:>15.2f} {r['first_look_ms']:>11.2f}")
+        print(f"{r['events']:>7} {r['before_tick_ms']:>17.2f} {r['page_tick_ms']:>16.2f} {r['route_poll_ms']:>18.3f} "
+              f"{r['first_look_ms']:>11.2f}")
     (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
     (ROOT / "bench" / "results" / "live_tick.json").write_text(json.dumps(rows, indent=2))
 

@@ -39,13 +39,15 @@ from server import browser_page, fill_number, streamlit_server  # noqa: E402
 
 # Runs in the page: every 50 ms, note the wall-clock time (ms since the epoch, the clock the trainer's
 # event times use) at which each step first appears in the first chart's training-loss line, and that
-# chart's task (the live chart names it; the older page drew the first task of the events first).
+# chart's task. The live chart (live_chart.js) keeps its series on its element; the page before issue 15
+# drew plotly figures, whose first trace is the training loss (for a "before" row with --page-root).
 WATCH_POINTS_JS = """() => { window._seen = {}; window._task = null; setInterval(() => {
-  const p = document.querySelector('.js-plotly-plot');
-  if (!p || !p.data || !p.data[0]) return;
-  window._task = p.dataset.task || null;
+  const live = document.querySelector('.fl-live-plot'), p = document.querySelector('.js-plotly-plot');
+  const xs = live && live.series ? live.series['train loss'].x : p && p.data && p.data[0] ? p.data[0].x : null;
+  if (!xs) return;
+  window._task = (live || p).dataset.task || null;
   const now = Date.now();
-  for (const step of p.data[0].x) if (!(step in window._seen)) window._seen[step] = now; }, 50); }"""
+  for (const step of xs) if (!(step in window._seen)) window._seen[step] = now; }, 50); }"""
 
 
 def probes_done(timeout: float = 60) -> None:

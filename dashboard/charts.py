@@ -14,7 +14,7 @@ from core import parts as part_names
 from core.freezing import FreezePlan
 from core.presets import PRESETS, preset_plan
 
-MAX_POINTS = 600  # per line: plenty for its shape; thousands would make every live refresh slow to draw
+MAX_POINTS = 600  # per line: plenty for its shape; thousands would make a compared chart slow to draw
 PALETTE = ["#2f6fde", "#e4572e", "#29a35a", "#9b5de5", "#f3a712", "#17bebb", "#8d6a9f", "#c1292e"]
 
 
@@ -92,45 +92,6 @@ def plan_change_words(before: list[str], after: list[str]) -> str:
     joins = [p for p in old if p not in new]
     freezes = [p for p, state in new.items() if state == "frozen" and old.get(p) != "frozen"]
     return ", ".join([*(f"{p} joins" for p in joins), *(f"{p} freezes" for p in freezes)]) or "plan changes"
-
-
-def task_figure(events, task: str, x: str = "step", smoothing: float = 0.0) -> dict:
-    """Loss (train per step, validation) above, validation accuracy and macro-F1 below.
-
-    A plain figure dict rather than ``make_subplots``: the live view builds two of these every second,
-    and ``make_subplots`` took about 40 ms each where this takes about 1 ms."""
-    steps, epochs, losses = step_losses(events, task)
-    ev = evaluations(events, task)
-    xs, ys = thin(steps if x == "step" else epochs, smooth(losses, smoothing))
-    data = [
-        {"type": "scatter", "x": xs, "y": ys, "name": "train loss", "mode": "lines",
-         "line": {"color": PALETTE[0]}, "xaxis": "x", "yaxis": "y"},
-        {"type": "scatter", "x": ev[x], "y": ev["loss"], "name": "validation loss", "mode": "lines+markers",
-         "line": {"color": PALETTE[1]}, "xaxis": "x", "yaxis": "y"},
-        {"type": "scatter", "x": ev[x], "y": ev["accuracy"], "name": "accuracy", "mode": "lines+markers",
-         "line": {"color": PALETTE[2]}, "marker": {"size": 9}, "xaxis": "x2", "yaxis": "y2"},
-        {"type": "scatter", "x": ev[x], "y": ev["macro_f1"], "name": "macro-F1", "mode": "lines+markers",
-         "line": {"color": PALETTE[3], "dash": "dot"},  # open markers: accuracy stays visible beneath them
-         "marker": {"symbol": "diamond-open", "size": 9}, "xaxis": "x2", "yaxis": "y2"},
-    ]
-    title = {"xref": "paper", "yref": "paper", "x": 0.5, "xanchor": "center", "yanchor": "bottom",
-             "showarrow": False, "font": {"size": 16}}
-    layout = {
-        "xaxis": {"domain": [0, 1], "anchor": "y", "matches": "x2", "showticklabels": False},
-        "yaxis": {"domain": [0.57, 1], "anchor": "x"},
-        "xaxis2": {"domain": [0, 1], "anchor": "y2", "title": {"text": x}},
-        "yaxis2": {"domain": [0, 0.43], "anchor": "x2", "range": [0, 1.02]},
-        "annotations": [{**title, "text": f"{task}: loss", "y": 1},
-                        {**title, "text": f"{task}: validation accuracy and macro-F1", "y": 0.43}],
-        "height": 430, "margin": {"l": 10, "r": 10, "t": 40, "b": 10}, "hovermode": "x unified",
-        "legend": {"orientation": "h", "y": -0.15},
-    }
-    marks = plan_marks(events, x)  # a freeze schedule's changes: a dashed line across both charts, named between
-    layout["shapes"] = [{"type": "line", "xref": "x", "yref": "paper", "x0": at, "x1": at, "y0": 0, "y1": 1,
-                         "line": {"color": PLAN_COLOR, "dash": "dash", "width": 1}} for at, _ in marks]
-    layout["annotations"] += [{"xref": "x", "yref": "paper", "x": at, "y": 0.5, "text": words, "showarrow": False,
-                               "xanchor": "left", "font": {"size": 11, "color": PLAN_COLOR}} for at, words in marks]
-    return {"data": data, "layout": layout}
 
 
 def confusion_figure(labels: list[str], matrix: list[list[int]], title: str) -> go.Figure:

@@ -3,8 +3,9 @@ reload, a restart or a comparison reads).
 
 The charts are a live chart (live_chart.py) that appends each new point in the browser from the page's
 route, with no Streamlit rerun. The rest of the view (status, queue, where learning happened) is an
-``st.fragment`` that refreshes itself every few seconds while a run is active: each such rerun makes
-Streamlit's frontend redraw the page's elements, which costs training CPU time when both share the CPU."""
+``st.fragment``. While a run trains it is rerun when the chart passes on news (an evaluation, a plan
+change, the end of the run), not on a clock: each rerun makes Streamlit's frontend redraw the page's
+elements, which costs training CPU time when both share the CPU (docs/page-speed.md)."""
 
 from __future__ import annotations
 
@@ -21,24 +22,28 @@ from dashboard.page_settings import bounds
 # How often the live chart asks for new points. A poll with nothing new costs a small request and no
 # drawing, so it is frequent enough for a point to show within a second of its event on any device.
 POLL_SECONDS = 0.5
-# How often the rest of the live view (status, queue, the change map) is rerun while a run is active.
-# A rerun redraws the page's elements in the browser; on a 2-core machine a fragment that drew one line
-# of text each second cost chromium 5 CPU-seconds per 30 s of training, taken from training. On a GPU,
-# which the browser does not slow down, it is rerun more often.
-REFRESH_SECONDS = {"gpu": 2.0, "cpu": 5.0}
-PREPARING_SECONDS = 1.0  # while the backbone and the data load (nothing trains yet): the chart soon appears
+# How often the rest of the live view reruns on its own. While nothing trains yet (the backbone and the
+# data load, or a sweep moves to its next member) it soon has something to show. While this visitor's run
+# waits in the queue, its position moves. While a run trains, the chart's news reruns it; the slow clock
+# only catches what the chart cannot see (a run whose process ended without a last event, another
+# visitor's queued run).
+PREPARING_SECONDS = 1.0
+QUEUED_SECONDS = 5.0
+TRAINING_SECONDS = 30.0
 
 
-def refresh_seconds(device_label: str | None) -> float:
-    """The live view's rerun interval for the device that trains ('cuda (...)', 'mps (...)', 'cpu (...)');
-    the CPU's while it is not known yet."""
-    on_gpu = (device_label or "").startswith(("cuda", "mps"))
-    return REFRESH_SECONDS["gpu" if on_gpu else "cpu"]
+def refresh_seconds(job, mine_waiting: list) -> float | None:
+    """The live view's rerun interval, or None when nothing will change without a click."""
+    if not (job.active or mine_waiting):
+        return None
+    if job.run is None or job.run.summary().get("status", "running") != "running":
+        return PREPARING_SECONDS
+    return QUEUED_SECONDS if mine_waiting else TRAINING_SECONDS
 
 
 def train_section(frozen: list[str], preset: dict | None, parts: list[str]) -> None:
     """Train and Stop, the chart options, then the live view. Only the live view refreshes while a run
-    is active (its chart on its own, the rest every few seconds), so it holds no more than the status,
+    is active (its chart on its own, the rest when the chart has news), so it holds no more than the status,
     the queue, the charts and the change map (a button or an option changed reruns the page).
 
     One run trains at a time; Train while another trains puts this visitor's run in the queue. Stop is
@@ -80,15 +85,14 @@ def train_section(frozen: list[str], preset: dict | None, parts: list[str]) -> N
     o1, o2 = c3.columns(2)
     o1.radio("x axis", ["step", "epoch"], key="x_axis", horizontal=True)
     o2.slider("Smoothing", 0.0, 0.95, key="smoothing", step=0.05, help="Moving average of the training loss.")
-    refresh = active or bool(mine_waiting)
-    every = refresh_seconds(resources.known_device_label()) if job.run is not None else PREPARING_SECONDS
-    st.fragment(run_every=every if refresh else None)(live_view)()
+    st.fragment(run_every=refresh_seconds(job, mine_waiting))(live_view)()
 
 
 def page_signature(job, mine_waiting: list) -> tuple:
-    """What the buttons were drawn for: when it changes (a run ended, the next one began, a run's folder
-    appeared, a sweep moved to its next member), redraw the page."""
-    return id(job), bool(job and job.active), len(mine_waiting), job and job.run and job.run.id
+    """What the buttons and the refresh were drawn for: when it changes (a run ended, the next one began, a
+    run's folder appeared, a sweep moved to its next member), redraw the page."""
+    run_status = job.run.summary().get("status", "running") if job and job.run else None
+    return id(job), bool(job and job.active), len(mine_waiting), job and job.run and job.run.id, run_status
 
 
 def start_training(frozen: list[str], preset: dict | None, sweep: dict | None = None,

@@ -1,5 +1,5 @@
 """Read-only HTTP routes served beside the page (``st.App``, see app.py): the live chart fetches a run's
-new events here, without a Streamlit rerun, and loads plotly.js from here.
+new events here, without a Streamlit rerun, and loads its chart code (uPlot, dashboard/vendor) from here.
 
 ``GET /api/freeze-lab/runs/<run id>/events?offset=N``: the events appended to the run's metrics.jsonl
 after byte N (``Run.events_since``) and the offset to ask from next, as JSON. The same rules as
@@ -13,6 +13,8 @@ status and one line, never with the contents of a file.
 from __future__ import annotations
 
 import functools
+import re
+from pathlib import Path
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -28,7 +30,8 @@ from core.runs import RunError, RunStore
 from dashboard.settings import runs_dir
 
 EVENTS_PATH = "/api/freeze-lab/runs/{run_id}/events"
-PLOTLY_PATH = "/api/freeze-lab/plotly.min.js"
+UPLOT_PATH = "/api/freeze-lab/uplot.min.js"
+UPLOT_FILE = Path(__file__).with_name("vendor") / "uPlot.iife.min.js"
 NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -81,23 +84,21 @@ async def run_events(request: Request) -> Response:
 
 
 @functools.cache
-def plotly_js() -> bytes:
-    """The plotly.js that the installed plotly package ships (the version its figures are made for)."""
-    from plotly.offline import get_plotlyjs  # imported when first asked: the first page loads no chart library
-
-    return get_plotlyjs().encode("utf-8")
+def uplot_js() -> bytes:
+    return UPLOT_FILE.read_bytes()
 
 
-def plotly_version() -> str:
-    from plotly.offline import get_plotlyjs_version
+@functools.cache
+def uplot_version() -> str:
+    """The vendored uPlot's version, from its first line ('/*! https://github.com/leeoniya/uPlot (v1.6.32) */')."""
+    match = re.search(rb"\(v([\d.]+)\)", uplot_js()[:200])
+    return match.group(1).decode() if match else "unknown"
 
-    return get_plotlyjs_version()
 
-
-async def plotly_script(request: Request) -> Response:
+async def uplot_script(request: Request) -> Response:
     """Public code, like Streamlit's own scripts; cached by the browser (the URL names the version)."""
-    return Response(plotly_js(), media_type="text/javascript",
+    return Response(uplot_js(), media_type="text/javascript",
                     headers={"Cache-Control": "public, max-age=31536000, immutable"})
 
 
-ROUTES = [Route(EVENTS_PATH, run_events, methods=["GET"]), Route(PLOTLY_PATH, plotly_script, methods=["GET"])]
+ROUTES = [Route(EVENTS_PATH, run_events, methods=["GET"]), Route(UPLOT_PATH, uplot_script, methods=["GET"])]

@@ -39,7 +39,7 @@ def use_backbone(page, folder: str, readout: str = "1,003,671") -> None:
     page.get_by_text(readout).first.wait_for(timeout=60_000)
 
 
-POINTS_JS = "() => [...document.querySelectorAll('.js-plotly-plot')].map(p => (p.data && p.data[0] ? p.data[0].x.length : 0))"
+POINTS_JS = "() => [...document.querySelectorAll('.fl-live-plot')].map(p => p.series ? p.series['train loss'].x.length : 0)"
 
 
 def test_preset_train_charts_stop_in_a_real_browser(tmp_path, tiny_bert):
@@ -255,9 +255,9 @@ def static_server(folder: Path):
         httpd.server_close()
 
 
-# Per live chart (one per task): the number of points of each trace (train loss, validation loss, accuracy, F1).
+# Per live chart (one per task): the number of points of each series (train loss, validation loss, accuracy, F1).
 LIVE_POINTS_JS = """() => Object.fromEntries([...document.querySelectorAll('.fl-live-plot')]
-  .map(p => [p.dataset.task, (p.data || []).map(t => t.x.length)]))"""
+  .map(p => [p.dataset.task, Object.values(p.series || {}).map(s => s.x.length)]))"""
 
 
 def stored_points(run_folder: Path) -> dict[str, list[int]]:
@@ -293,14 +293,20 @@ def test_the_live_chart_shows_every_step_as_the_stored_run_has_it_and_again_afte
         page.get_by_role("button", name="Train", exact=True).click()
         page.wait_for_function(f"() => Object.values(({LIVE_POINTS_JS})()).some(c => c[0] > 0)", timeout=120_000)
         first_look = page.evaluate(LIVE_POINTS_JS)
-        page.get_by_text(": finished").first.wait_for(timeout=240_000)
+        deadline = time.time() + 240
+        while time.time() < deadline and '"finished"' not in "".join(
+                p.read_text() for p in (tmp_path / "runs").glob("*/summary.json")):
+            time.sleep(0.2)
+        # The chart passes the run's end on as news, which reruns the live view at once: it need not wait
+        # for the view's slow clock (live.TRAINING_SECONDS, 30 s).
+        page.get_by_text(": finished").first.wait_for(timeout=10_000)
         (run,) = list((tmp_path / "runs").iterdir())
         expected = stored_points(run)
         assert drawn_points(page, expected, 10) == expected
         steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
                  if '"kind": "step"' in line]
         drawn_steps = page.evaluate("() => [...document.querySelectorAll('.fl-live-plot')]"
-                                    ".flatMap(p => p.data[0].x)")
+                                    ".flatMap(p => p.series['train loss'].x)")
         assert sorted(drawn_steps) == sorted(steps)  # every step's point, each once
         assert sum(c[0] for c in first_look.values()) < len(steps)  # it grew by appending
         page.screenshot(path=str(ARTIFACTS / "browser-live-chart.png"), full_page=True)
@@ -310,32 +316,32 @@ def test_the_live_chart_shows_every_step_as_the_stored_run_has_it_and_again_afte
 
 
 def test_the_live_chart_appends_only_new_points_and_asks_nothing_while_the_tab_is_hidden(tmp_path):
-    """live_chart.js alone, with plotly.js and a stand-in for the route: new events become points (smoothed as
-    Python smooths), a poll with nothing new draws nothing, plan events become marks, a hidden tab polls no
-    more and a visible one again, and the end of the run ends the polling."""
-    from plotly.offline import get_plotlyjs
-
+    """live_chart.js alone, with the vendored uPlot and a stand-in for the route: new events become points
+    (smoothed as Python smooths), a poll with nothing new draws nothing, plan events become marks, what the
+    rest of the live view shows comes back as news, a hidden tab polls no more and a visible one again, and
+    the end of the run ends the polling."""
     from core.events import EvalEvent, StepEvent, to_dict
     from dashboard.charts import smooth
     from dashboard.live_chart import chart_data
+    from dashboard.routes import UPLOT_FILE
 
     first = [StepEvent(1, 0.1, "topic", 2.0, 1e-4), StepEvent(2, 0.2, "sentiment", 1.0, 1e-4)]
     new = [StepEvent(3, 0.3, "topic", 1.0, 1e-4), EvalEvent(3, 0.3, {"topic": {"loss": 0.9, "accuracy": 0.5,
                                                                                 "macro_f1": 0.4}})]
     data = chart_data("run-1", ["topic", "sentiment"], "step", 0.5, poll_seconds=0.05)
-    (tmp_path / "plotly.min.js").write_text(get_plotlyjs(), encoding="utf-8")
-    (tmp_path / "index.html").write_text("<div id='root'></div><script src='plotly.min.js'></script>")
+    data["uplot_url"] = "uplot.js"
+    shutil.copy(UPLOT_FILE, tmp_path / "uplot.js")
+    (tmp_path / "index.html").write_text("<div id='root' style='width: 900px'></div>")
+    draws = "() => [...document.querySelectorAll('.fl-live-plot')].map(p => p.draws)"
     with static_server(tmp_path) as url, browser_page() as page:
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
         page.goto(f"{url}/index.html")
-        page.wait_for_function("() => window.Plotly")
         page.evaluate("""async ({src, data, first}) => {
           window.hidden = false;
           Object.defineProperty(document, "hidden", {get: () => window.hidden, configurable: true});
-          window.polls = []; window.drawn = 0;
+          window.polls = []; window.news = [];
           window.replies = [{events: first, offset: 100}];
-          const extend = Plotly.extendTraces, relayout = Plotly.relayout;
-          Plotly.extendTraces = (...a) => { window.drawn++; return extend(...a); };
-          Plotly.relayout = (...a) => { window.drawn++; return relayout(...a); };
           window.fetch = async (url) => {
             const offset = Number(new URL(url).searchParams.get("offset"));
             window.polls.push(offset);
@@ -343,24 +349,29 @@ def test_the_live_chart_appends_only_new_points_and_asks_nothing_while_the_tab_i
             return {ok: true, status: 200, json: async () => body};
           };
           const module = await import(URL.createObjectURL(new Blob([src], {type: "text/javascript"})));
-          module.default({data, parentElement: document.getElementById("root"), setTriggerValue() {}});
+          module.default({data, parentElement: document.getElementById("root"),
+                          setTriggerValue: (name, value) => window.news.push([name, value])});
         }""", {"src": (ROOT / "dashboard" / "live_chart.js").read_text(encoding="utf-8"), "data": data,
                "first": [to_dict(e) for e in first]})
         page.wait_for_function("() => window.polls.length >= 4")
         assert page.evaluate("window.polls.slice(0, 3)") == [0, 100, 100]  # from the start, then from the end
-        assert page.evaluate("window.drawn") == 2  # one extendTraces per task chart; none for the empty polls
+        assert page.evaluate(draws) == [1, 1]  # one redraw per task chart; none for the empty polls
+        assert page.locator(".fl-live-plot canvas").count() == 4  # per task, the loss and the scores panels
         page.evaluate("(events) => window.replies.push({events, offset: 200})", [to_dict(e) for e in new])
         page.wait_for_function("() => window.polls.includes(200)")
-        topic = page.evaluate("() => document.querySelector('[data-task=topic]').data.map(t => [t.x, t.y])")
-        assert topic[0] == [[1, 3], smooth([2.0, 1.0], 0.5)]  # the loss, smoothed as Python smooths it
-        assert topic[2] == [[3], [0.5]] and topic[3] == [[3], [0.4]]  # accuracy and macro-F1
-        assert page.evaluate("window.drawn") == 3  # one extendTraces more, for the one chart with new points
+        topic = page.evaluate("() => document.querySelector('[data-task=topic]').series")
+        assert topic["train loss"] == {"x": [1, 3], "y": smooth([2.0, 1.0], 0.5)}  # smoothed as Python does
+        assert topic["validation loss"] == {"x": [3], "y": [0.9]}
+        assert topic["accuracy"] == {"x": [3], "y": [0.5]} and topic["macro-F1"] == {"x": [3], "y": [0.4]}
+        assert page.evaluate(draws) == [2, 1]  # one redraw more, for the one chart with new points
+        assert page.evaluate("window.news") == [["news", "eval"]]  # the change map and status may change
         plan = {"kind": "plan", "step": 4, "frozen": ["embeddings", "layer.0"]}
         page.evaluate("(events) => window.replies.push({events, offset: 300})", [plan])
         page.wait_for_function("() => window.polls.includes(300)")
-        shapes = page.evaluate("() => document.querySelector('[data-task=sentiment]').layout.shapes")
-        assert [(s["x0"], s["yref"]) for s in shapes] == [(4, "paper")]
-        assert page.get_by_text("2 frozen").count() == 2  # the mark in both task charts
+        marks = page.evaluate("() => document.querySelector('[data-task=sentiment]').marks")
+        assert marks == [{"x": 4, "frozen": ["embeddings", "layer.0"]}]
+        assert page.evaluate(draws) == [3, 2]  # both task charts, with the mark
+        assert page.get_by_text("step 4: embeddings, layer.0 frozen").count() == 1
         page.evaluate("() => { window.hidden = true; document.dispatchEvent(new Event('visibilitychange')); }")
         page.wait_for_timeout(200)
         hidden_polls = page.evaluate("window.polls.length")
@@ -374,6 +385,8 @@ def test_the_live_chart_appends_only_new_points_and_asks_nothing_while_the_tab_i
         ended = page.evaluate("window.polls.length")
         page.wait_for_timeout(500)
         assert page.evaluate("window.polls.length") == ended  # the run ended: no more polling
+        assert page.evaluate("window.news") == [["news", "eval"], ["news", "plan"], ["news", "finished"]]
+        assert errors == []
 
 
 def test_a_link_opens_the_same_toggles_settings_and_readout_in_a_fresh_browser(tmp_path, tiny_bert):

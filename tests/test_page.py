@@ -70,7 +70,7 @@ def test_train_draws_charts_and_stop_keeps_a_stopped_run(page_env, tiny_bert):
     at.session_state["eval_every"] = 5
     at.button(key="train").click().run()
     at = rerun_until(at, lambda a: live_chart_data(a) is not None)
-    assert list(live_chart_data(at)["figures"]) == ["topic", "sentiment"]
+    assert live_chart_data(at)["tasks"] == ["topic", "sentiment"]
     second_tab = rerun_until(new_app(tiny_bert, fresh_server=False), lambda a: live_chart_data(a) is not None)
     assert any("running" in i.value for i in second_tab.info)  # it found the live run
     assert not second_tab.button(key="stop").disabled  # a one-person page: any tab may stop it
@@ -168,28 +168,22 @@ def test_long_loss_lines_are_thinned_to_real_points_ending_at_the_newest_step():
     assert thin(steps[:600], losses[:600]) == (steps[:600], losses[:600])  # short runs are drawn whole
 
 
-def test_task_figure_is_valid_plotly_with_losses_above_and_scores_below():
-    import plotly.graph_objects as go
+def test_the_live_view_reruns_on_a_clock_only_while_no_run_trains_or_this_visitors_run_waits():
+    """While a run trains, the chart's news (an evaluation, a plan change, the end) reruns the live view; its
+    clock is then only a slow safety net. Loading, between a sweep's members, or queued, it looks more often."""
+    from types import SimpleNamespace
 
-    from core.events import EvalEvent, StepEvent
-    from dashboard.charts import task_figure
+    from dashboard.live import POLL_SECONDS, PREPARING_SECONDS, QUEUED_SECONDS, TRAINING_SECONDS, refresh_seconds
 
-    events = [StepEvent(step=i, epoch=i / 4, task="topic", loss=1.0 / i, lr=1e-4) for i in range(1, 5)]
-    events.append(EvalEvent(step=4, epoch=1.0, tasks={"topic": {"loss": 0.4, "accuracy": 0.8, "macro_f1": 0.7}}))
-    fig = go.Figure(task_figure(events, "topic", x="epoch"))  # plotly validates every property here
-    axes = {t.name: (t.xaxis, t.yaxis) for t in fig.data}
-    assert axes == {"train loss": ("x", "y"), "validation loss": ("x", "y"), "accuracy": ("x2", "y2"),
-                    "macro-F1": ("x2", "y2")}
-    assert list(fig.data[0].x) == [0.25, 0.5, 0.75, 1.0] and list(fig.data[2].y) == [0.8]
-    assert fig.layout.yaxis.domain[0] > fig.layout.yaxis2.domain[1]  # losses above, scores below
-    assert fig.layout.xaxis2.title.text == "epoch"
+    def job(active: bool, status: str | None = None):
+        run = None if status is None else SimpleNamespace(summary=lambda: {"status": status})
+        return SimpleNamespace(active=active, run=run)
 
-
-def test_the_live_view_reruns_less_often_when_training_shares_the_cpu():
-    from dashboard.live import POLL_SECONDS, refresh_seconds
-
-    assert refresh_seconds("cpu (2 threads)") == 5.0 == refresh_seconds(None)  # not known yet: the CPU's
-    assert refresh_seconds("cuda (NVIDIA H200)") == refresh_seconds("mps (Apple GPU)") == 2.0
+    assert refresh_seconds(job(True), []) == PREPARING_SECONDS == 1.0  # the backbone and the data load
+    assert refresh_seconds(job(True, "running"), []) == TRAINING_SECONDS >= 30  # the news reruns it
+    assert refresh_seconds(job(True, "finished"), []) == PREPARING_SECONDS  # a sweep's next member comes
+    assert refresh_seconds(job(True, "running"), ["my queued run"]) == QUEUED_SECONDS <= 5
+    assert refresh_seconds(job(False, "finished"), []) is None  # nothing changes without a click
     assert POLL_SECONDS <= 0.5  # the chart's own polling keeps a point within a second of its event
 
 

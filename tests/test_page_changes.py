@@ -84,7 +84,7 @@ def test_the_live_view_draws_the_same_heatmap_below_the_task_charts(finished):
     at = AppTest.from_function(live_script, args=(str(finished.path),), default_timeout=60).run()
     assert not at.exception
     assert [c.key for c in at.get("plotly_chart")] == ["live:change"]
-    assert list(live_chart_data(at)["figures"]) == ["topic", "sentiment"]  # the task charts, above it
+    assert live_chart_data(at)["tasks"] == ["topic", "sentiment"]  # the task charts, above it
     assert_marked(heatmap_traces(at, "live:change"), change_steps(finished))
 
 

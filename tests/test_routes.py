@@ -99,7 +99,13 @@ def test_the_route_wants_the_pages_xsrf_token_and_origin(served):
     assert get(url, path, cookie, origin=url)[0] == 200
 
 
-def test_plotly_js_is_served_for_the_live_chart(served):
+def test_the_vendored_uplot_is_served_for_the_live_chart_under_its_version(served):
+    from dashboard.live_chart import chart_data
+    from dashboard.routes import uplot_version
+
     url, _, _ = served
-    with urllib.request.urlopen(f"{url}/api/freeze-lab/plotly.min.js") as response:
-        assert response.status == 200 and b"window.Plotly" in response.read()
+    address = chart_data("run-1", ["topic"], "step", 0.0, 0.5)["uplot_url"]
+    assert address.endswith(f"?v={uplot_version()}") and uplot_version() == "1.6.32"  # a new copy, a new URL
+    with urllib.request.urlopen(f"{url}{address}") as response:
+        assert response.status == 200 and b"var uPlot=" in response.read()
+        assert "immutable" in response.headers["Cache-Control"]

@@ -274,16 +274,14 @@ def test_plan_changes_are_marked_where_they_happened_and_say_what_changed():
     assert plan_marks(events[1:6]) == []  # a run without a schedule has no plan events: no marks
 
 
-def test_live_compared_and_change_charts_draw_the_marks():
-    from dashboard.charts import change_heatmap, group_figure, task_figure
+def test_compared_and_change_charts_draw_the_marks():
+    """(The live chart draws them in the browser: tests/test_browser.py.)"""
+    from dashboard.charts import change_heatmap, group_figure
 
     events = scheduled_events()
-    live = task_figure(events, "topic")
-    assert [(s["x0"], s["yref"]) for s in live["layout"]["shapes"]] == [(4, "paper"), (8, "paper")]
-    assert [a["text"] for a in live["layout"]["annotations"][2:]] == ["layer.1 joins", "layer.0 joins"]
-    assert task_figure(events, "topic", x="epoch")["layout"]["shapes"][0]["x0"] == 1.0
     compared = group_figure({"gradual": [events], "fixed": [events[1:6]]}, "topic", "accuracy")
     assert sorted(s.x0 for s in compared.layout.shapes) == [4, 8]
     heatmap = change_heatmap([4, 8, 12], {"layer.1": [0.0, 0.1, 0.2]}, set(), marks=[(4, "layer.1 joins")])
     assert [s.x0 for s in heatmap.layout.shapes] == [4]
-    assert task_figure(events[1:6], "topic")["layout"]["shapes"] == []
+    unscheduled = group_figure({"fixed": [events[1:6]]}, "topic", "accuracy")
+    assert not unscheduled.layout.shapes
