@@ -71,14 +71,10 @@ def clip(page, name: str, y0: float, y1: float) -> None:
     small_png(OUT / name)
 
 
-def first_charts_bottom(page) -> float:
-    """The bottom of the first row of charts in view (a hidden tab's charts have no size)."""
-    return page.evaluate("""() => {
-        const boxes = [...document.querySelectorAll('.js-plotly-plot')].map(p => p.getBoundingClientRect())
-            .filter(b => b.height > 0);
-        const top = Math.min(...boxes.map(b => b.top));
-        return Math.max(...boxes.filter(b => b.top - top < 5).map(b => b.bottom));
-    }""")
+def live_charts_bottom(page) -> float:
+    """The bottom of the live chart's row of task charts (their legends included)."""
+    box = page.locator(".fl-live-grid").bounding_box()
+    return box["y"] + box["height"]
 
 
 def shoot(url: str) -> None:
@@ -91,11 +87,11 @@ def shoot(url: str) -> None:
         page.wait_for_timeout(1000)
         clip(page, "train.png", top(page, "3. Freeze"), top(page, "4. Settings") - 20)
         page.get_by_role("button", name="Train", exact=True).click()
-        page.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot')]"
-                               ".some(p => p.data && p.data[2] && p.data[2].x.length > 2)", timeout=600_000)
+        page.wait_for_function("() => [...document.querySelectorAll('.fl-live-plot')]"
+                               ".some(p => p.series && p.series.accuracy.x.length > 2)", timeout=600_000)
         page.wait_for_timeout(1500)
         start = top(page, "5. Train and watch")
-        clip(page, "live.png", start, first_charts_bottom(page) + 40)  # the legend hangs below the chart
+        clip(page, "live.png", start, live_charts_bottom(page))
         page.get_by_text(": finished").first.wait_for(timeout=900_000)
         page.get_by_role("tab", name="Compare runs").click()
         page.get_by_text("Runs to compare (pick two or more)").wait_for(timeout=60_000)
