@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "page.py")  # the page (app.py serves it with its routes)
@@ -23,6 +24,19 @@ def new_app(backbone: str, fresh_server: bool = True):
     at = AppTest.from_file(APP, default_timeout=120)
     at.session_state["backbone"] = backbone
     return at.run()
+
+
+@contextmanager
+def served_page(address: str = "0.0.0.0"):
+    """The page as if started with ``--server.address <address>``."""
+    from streamlit import config
+
+    before = config.get_option("server.address")
+    config.set_option("server.address", address)
+    try:
+        yield
+    finally:
+        config.set_option("server.address", before)
 
 
 def open_tab(at, label: str):

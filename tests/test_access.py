@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-from contextlib import contextmanager
 from types import SimpleNamespace
 
 import pytest
 
-from page_helpers import new_app, stop_every_job
+from page_helpers import new_app, served_page, stop_every_job
 
 SECRET = "aws_secret_key,password\nAKIAEXAMPLE,hunter2\n"
 
@@ -240,19 +239,6 @@ def test_sweeps_repeats_and_backbones_are_limited_too():
 
 
 # ---- the page applies them (AppTest) ---------------------------------------------------------------
-
-@contextmanager
-def served_page(address: str = "0.0.0.0"):
-    """The page as if started with ``--server.address <address>``."""
-    from streamlit import config
-
-    before = config.get_option("server.address")
-    config.set_option("server.address", address)
-    try:
-        yield
-    finally:
-        config.set_option("server.address", before)
-
 
 @pytest.fixture
 def page_env(tmp_path, monkeypatch, tiny_bert):

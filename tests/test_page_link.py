@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from page_helpers import APP, frozen_toggles, new_app, rerun_until, stop_every_job, trainable
+from page_helpers import APP, frozen_toggles, new_app, rerun_until, served_page, stop_every_job, trainable
 
 LESSON_LINK = {"lesson.title": "Does freezing the lower layers hurt?", "lesson.hide": ["backbone", "settings"],
                "lesson.lock": "freeze", "lesson.ask": "Which will score higher on sentiment?",
@@ -334,3 +334,40 @@ def test_after_a_second_lesson_run_the_guess_stands_beside_the_compare_verdict(p
     assert "Your guess: **full fine-tuning**" in lines
     verdict = next(line for line in lines if line.startswith("sentiment: Transfer learning (k = 2)"))
     assert "Train everything" in verdict and ("**real**" in verdict or "**within noise**" in verdict)
+
+
+def show_answer(run_folder: str, visitor: str) -> None:
+    """A page that only draws a lesson run's answer, for the visitor named (AppTest.from_function)."""
+    from pathlib import Path
+
+    import streamlit as st
+
+    from core.runs import Run
+    from dashboard import access, lesson
+
+    st.session_state[access.VISITOR] = visitor
+    lesson.answer(Run(Path(run_folder)))
+
+
+def test_on_a_served_page_only_the_runs_starter_sees_its_lesson_answer(page_env):
+    """The live view shows every visitor the run that trained last; a student's guess stays the student's."""
+    from streamlit.testing.v1 import AppTest
+
+    from core.config import parse_config
+    from core.training import run_experiment
+
+    lesson = {key.split(".", 1)[1]: value for key, value in LESSON_LINK.items() if key != "lesson.lock"}
+    run = run_experiment(parse_config({"backbone": page_env.backbone, "lesson": lesson,
+                                       "training": {"epochs": 1, "eval_every": 0}}), page_env.runs)
+    run.record_guess(parse_config({"lesson": lesson}).lesson, "about the same")
+    run.update_summary(owner="the-starter")
+
+    def guesses_seen(visitor: str) -> list[str]:
+        at = AppTest.from_function(show_answer, args=(str(run.path), visitor)).run()
+        assert not at.exception
+        return [m.value for m in at.markdown if m.value.startswith("Your guess")]
+
+    with served_page():
+        assert guesses_seen("the-starter") == ["Your guess: **about the same**"]
+        assert guesses_seen("another-student") == []
+    assert guesses_seen("another-student") == ["Your guess: **about the same**"]  # a one-person page shows it
