@@ -409,6 +409,10 @@ def current_config(frozen: list[str], preset: dict | None):
         data["init_from"] = s.warm_start
     if s.data_mode == OWN:
         tasks = {t: c for t in TASKS if (c := task_config(t))}
+        if not tasks and lesson.hidden("data"):  # the student has no way to choose it
+            raise ConfigError("this lesson hides the Data step but names no data this page can read (an upload "
+                              "is each visitor's own): the teacher should point the lesson at the demo data or a "
+                              "file in an allowed folder")
         if not tasks:
             raise ConfigError("choose the data for at least one task, or use the built-in demo data")
         for task in tasks:

@@ -371,3 +371,13 @@ def test_on_a_served_page_only_the_runs_starter_sees_its_lesson_answer(page_env)
         assert guesses_seen("the-starter") == ["Your guess: **about the same**"]
         assert guesses_seen("another-student") == []
     assert guesses_seen("another-student") == ["Your guess: **about the same**"]  # a one-person page shows it
+
+
+def test_a_lesson_that_hides_the_data_step_but_needs_an_upload_says_why_it_cannot_train(page_env):
+    at = rerun_until(open_link({"backbone": page_env.backbone, "data_mode": "own", "upload:topic": "reviews.csv",
+                                "lesson.title": "Bring your own reviews", "lesson.hide": "data"}), ready)
+    at.button(key="train").click().run()
+    assert [e.value for e in at.error] == [
+        "this lesson hides the Data step but names no data this page can read (an upload is each visitor's own): "
+        "the teacher should point the lesson at the demo data or a file in an allowed folder"]
+    assert not list(page_env.runs.glob("*"))  # nothing started
