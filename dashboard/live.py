@@ -282,7 +282,8 @@ def draw_run(run) -> None:
     if summary.get("adapter"):
         st.caption(adapter_line(summary["adapter"]) + ".")
     live_chart.live_chart(run.id, run_tasks(run, events), st.session_state.x_axis, st.session_state.smoothing,
-                          POLL_SECONDS, key="live:chart")
+                          POLL_SECONDS, ended=summary.get("status", "running") not in ("running", "unknown"),
+                          key="live:chart")
     with st.expander("Where learning happened", expanded=True):
         change_view.change_section(run, events, key="live:change")
 

@@ -4,11 +4,12 @@
 // canvas (a new point redraws one canvas: no SVG, no re-layout of the page; plotly.js redrew its whole
 // figure on every extendTraces, see docs/page-speed.md). Nothing is drawn when nothing is new, nothing is
 // asked while the tab is hidden (Page Visibility API) or after the run has ended. The events that change
-// the rest of the live view (an evaluation, a plan change, the end of the run) are passed on to Streamlit
-// as the "news" trigger, which reruns the live view's fragment: it need not rerun on a clock.
+// the rest of the live view (the first step, an evaluation's change record, a plan change, the end of the
+// run) are passed on to Streamlit as the "news" trigger, which reruns the live view's fragment: it need not
+// rerun on a clock.
 
 const ENDED = new Set(["finished", "stopped", "failed", "evaluated", "interrupted"]);
-// Each panel's series after x, in the order of charts.task_figure's traces (the same names and colours).
+// Each panel's series after x: the names of the compared charts (charts.group_figure), colours from Python.
 const PANELS = {
   loss: {title: "loss", series: ["train loss", "validation loss"], range: null},
   scores: {title: "validation accuracy and macro-F1", series: ["accuracy", "macro-F1"], range: [0, 1.02]},
@@ -97,6 +98,8 @@ class LiveChart {
     this.ready = false; // the panels of the current show() exist
     this.timer = null;
     this.polling = false;
+    this.requests = 0; // polls sent
+    this.finalRequest = null; // set when the page says the run has ended: the poll after which to stop
     this.plots = {};
     this.resize = new ResizeObserver(() => this.fit());
     this.resize.observe(this.grid);
@@ -108,20 +111,27 @@ class LiveChart {
   // options: then Streamlit only re-sent the same data, and the chart goes on appending.
   async show(data) {
     const shown = JSON.stringify([data.run, data.x, data.smoothing]);
-    if (shown === this.shown) return;
+    if (shown === this.shown) {
+      if (data.ended && !this.data.ended) this.lastLook(); // the page saw the run end (its summary says so)
+      return;
+    }
     this.shown = shown;
     const generation = ++this.generation;
     this.ready = false;
     this.pause();
     this.data = data;
+    this.finalRequest = data.ended ? this.requests + 1 : null;
     this.offset = 0;
     this.ended = false;
+    this.plans = 0; // plan events seen: the first is the plan the run started from, not a change
+    this.stepped = false; // a step event seen
     this.marks = [];
     this.lastEpoch = null;
     let uPlot;
     try {
       uPlot = await loadUPlot(data.uplot_url);
     } catch (error) {
+      this.shown = null; // the next rerun tries again
       this.say(`The live chart cannot be drawn: ${error.message}.`);
       return;
     }
@@ -176,7 +186,7 @@ class LiveChart {
 
   width() {
     const columns = this.data ? this.data.tasks.length : 1;
-    const gap = 16 * (columns - 1);
+    const gap = (parseFloat(getComputedStyle(this.grid).columnGap) || 0) * (columns - 1);
     return Math.max(Math.floor((this.grid.clientWidth - gap) / columns), 240);
   }
 
@@ -207,6 +217,9 @@ class LiveChart {
     if (!this.marks.length) return;
     const ctx = u.ctx, top = u.bbox.top, bottom = u.bbox.top + u.bbox.height;
     ctx.save();
+    ctx.beginPath();
+    ctx.rect(u.bbox.left, top, u.bbox.width, u.bbox.height);
+    ctx.clip(); // a mark outside the x range so far is not drawn over the axis
     ctx.strokeStyle = this.data.plan_color;
     ctx.fillStyle = this.data.plan_color;
     ctx.lineWidth = window.devicePixelRatio || 1;
@@ -240,11 +253,19 @@ class LiveChart {
     this.timer = null;
   }
 
+  // The run has ended by the page's reading (its summary), which also covers a run whose process was killed
+  // before it could log its end: read what is left with one request sent from now on, then ask no more.
+  lastLook() {
+    this.data = {...this.data, ended: true};
+    this.finalRequest = this.requests + 1;
+    this.poll();
+  }
+
   async poll() {
     this.pause();
     if (this.polling || !this.ready || this.ended || document.hidden) return;
     this.polling = true;
-    const generation = this.generation;
+    const generation = this.generation, request = ++this.requests;
     try {
       const url = new URL(this.data.events_url, window.location.href);
       url.searchParams.set("offset", String(this.offset));
@@ -255,6 +276,7 @@ class LiveChart {
       if (generation === this.generation) {
         this.append(body.events);
         this.offset = body.offset;
+        if (this.finalRequest && request >= this.finalRequest) this.ended = true;
       }
     } catch (error) {
       this.say(`The live chart could not read the run's new points (${error.message}); it tries again.`);
@@ -278,17 +300,20 @@ class LiveChart {
         const last = plot.smoothed;
         plot.smoothed = last === null || !weight ? e.loss : weight * last + (1 - weight) * e.loss;
         this.lastEpoch = e.epoch;
-        this.put(plot, 0, e[x], [plot.smoothed]);
+        this.put(plot, "loss", e[x], [plot.smoothed]);
+        if (!this.stepped) news ??= "training"; // the run's setup is done: its cache and adapter notes exist
+        this.stepped = true;
       } else if (e.kind === "eval") {
         for (const [task, m] of Object.entries(e.tasks)) {
           if (!this.plots[task]) continue;
-          this.put(this.plots[task], 0, e[x], [undefined, m.loss]);
-          this.put(this.plots[task], 1, e[x], [m.accuracy, m.macro_f1]);
+          this.put(this.plots[task], "loss", e[x], [undefined, m.loss]);
+          this.put(this.plots[task], "scores", e[x], [m.accuracy, m.macro_f1]);
         }
-        news = "eval";
+      } else if (e.kind === "change") {
+        news = "change"; // logged right after its evaluation: the change map and the scores are both in
       } else if (e.kind === "progress") {
         progress = e;
-      } else if (e.kind === "plan") {
+      } else if (e.kind === "plan" && this.plans++ > 0) {
         this.marks.push({x: x === "step" ? e.step : this.lastEpoch ?? 0, frozen: e.frozen || []});
         this.listMarks();
         for (const plot of Object.values(this.plots)) plot.panels.forEach((panel) => (panel.changed = true));
@@ -310,9 +335,10 @@ class LiveChart {
     if (news && this.trigger) this.trigger("news", news);
   }
 
-  put(plot, panel, x, values) {
-    plot.panels[panel].columns.put(x, values);
-    plot.panels[panel].changed = true;
+  put(plot, panelName, x, values) {
+    const panel = plot.panels.find((p) => p.name === panelName);
+    panel.columns.put(x, values);
+    panel.changed = true;
   }
 
   listMarks() {

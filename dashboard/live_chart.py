@@ -7,8 +7,9 @@ route (routes.py), from offset 0 at first (so a reload or a second tab draws the
 what was appended since, and draws them with uPlot (canvas; vendored in dashboard/vendor). A new point
 costs the browser a small request and one canvas redraw, not a Streamlit rerun; a poll with nothing new
 draws nothing. Python's data changes only with the run or an option (x axis, smoothing), and only then is
-the chart drawn afresh. An evaluation, a plan change or the end of the run comes back as the component's
-"news" trigger, which reruns the fragment the chart is drawn in (live.py), so that needs no clock.
+the chart drawn afresh. The first step, an evaluation's change record, a plan change or the end of the run
+comes back as the component's "news" trigger, which reruns the fragment the chart is drawn in (live.py),
+so that needs no clock.
 """
 
 from __future__ import annotations
@@ -34,10 +35,13 @@ COMPONENT = st.components.v2.component(
     isolate_styles=False)  # uPlot's legend and cursor are styled from the page's head
 
 
-def chart_data(run_id: str, tasks: list[str], x_axis: str, smoothing: float, poll_seconds: float) -> dict:
-    """What the component starts from: the tasks, the options, the colours, and the route to poll."""
+def chart_data(run_id: str, tasks: list[str], x_axis: str, smoothing: float, poll_seconds: float,
+               ended: bool = False) -> dict:
+    """What the component starts from: the tasks, the options, the colours, and the route to poll.
+    ``ended``: the run's summary says it is over (the chart reads once more, then stops asking), which also
+    ends the polling for a run whose process was killed before it could log its end."""
     return {
-        "run": run_id, "tasks": tasks, "x": x_axis, "smoothing": smoothing,
+        "run": run_id, "tasks": tasks, "x": x_axis, "smoothing": smoothing, "ended": ended,
         "colors": charts.PALETTE[:4], "plan_color": charts.PLAN_COLOR,
         "events_url": routes.EVENTS_PATH.format(run_id=run_id),
         "uplot_url": f"{routes.UPLOT_PATH}?v={routes.uplot_version()}",
@@ -45,5 +49,6 @@ def chart_data(run_id: str, tasks: list[str], x_axis: str, smoothing: float, pol
     }
 
 
-def live_chart(run_id: str, tasks: list[str], x_axis: str, smoothing: float, poll_seconds: float, key: str) -> None:
-    COMPONENT(key=key, data=chart_data(run_id, tasks, x_axis, smoothing, poll_seconds))
+def live_chart(run_id: str, tasks: list[str], x_axis: str, smoothing: float, poll_seconds: float, ended: bool,
+               key: str) -> None:
+    COMPONENT(key=key, data=chart_data(run_id, tasks, x_axis, smoothing, poll_seconds, ended))

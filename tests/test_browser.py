@@ -298,8 +298,8 @@ def test_the_live_chart_shows_every_step_as_the_stored_run_has_it_and_again_afte
                 p.read_text() for p in (tmp_path / "runs").glob("*/summary.json")):
             time.sleep(0.2)
         # The chart passes the run's end on as news, which reruns the live view at once: it need not wait
-        # for the view's slow clock (live.TRAINING_SECONDS, 30 s).
-        page.get_by_text(": finished").first.wait_for(timeout=10_000)
+        # for the view's slow clock (live.TRAINING_SECONDS, 30 s, which a 5 s window misses 5 times in 6).
+        page.get_by_text(": finished").first.wait_for(timeout=5_000)
         (run,) = list((tmp_path / "runs").iterdir())
         expected = stored_points(run)
         assert drawn_points(page, expected, 10) == expected
@@ -315,44 +315,63 @@ def test_the_live_chart_shows_every_step_as_the_stored_run_has_it_and_again_afte
         assert errors == []
 
 
-def test_the_live_chart_appends_only_new_points_and_asks_nothing_while_the_tab_is_hidden(tmp_path):
-    """live_chart.js alone, with the vendored uPlot and a stand-in for the route: new events become points
-    (smoothed as Python smooths), a poll with nothing new draws nothing, plan events become marks, what the
-    rest of the live view shows comes back as news, a hidden tab polls no more and a visible one again, and
-    the end of the run ends the polling."""
-    from core.events import EvalEvent, StepEvent, to_dict
-    from dashboard.charts import smooth
-    from dashboard.live_chart import chart_data
+# Mounts live_chart.js in a blank page the way Streamlit does (``mount(data)``, again for new data), with a
+# stand-in for the route: each poll takes the next of ``window.replies`` (or nothing new) and is noted in
+# ``window.polls`` by its offset; the component's triggers go to ``window.news``.
+MOUNT_LIVE_CHART_JS = """async ({src, data, first}) => {
+  window.hidden = false;
+  Object.defineProperty(document, "hidden", {get: () => window.hidden, configurable: true});
+  window.polls = []; window.news = [];
+  window.replies = [{events: first, offset: 100}];
+  window.fetch = async (url) => {
+    const offset = Number(new URL(url).searchParams.get("offset"));
+    window.polls.push(offset);
+    const body = window.replies.shift() || {events: [], offset};
+    return {ok: true, status: 200, json: async () => body};
+  };
+  const module = await import(URL.createObjectURL(new Blob([src], {type: "text/javascript"})));
+  window.mount = (data) => module.default({data, parentElement: document.getElementById("root"),
+                                           setTriggerValue: (name, value) => window.news.push([name, value])});
+  window.mount(data);
+}"""
+
+
+@contextmanager
+def live_chart_page(tmp_path, data: dict, first: list):
+    """A browser page with live_chart.js mounted on ``data``, its first poll answered with ``first``."""
+    from core.events import to_dict
     from dashboard.routes import UPLOT_FILE
 
-    first = [StepEvent(1, 0.1, "topic", 2.0, 1e-4), StepEvent(2, 0.2, "sentiment", 1.0, 1e-4)]
-    new = [StepEvent(3, 0.3, "topic", 1.0, 1e-4), EvalEvent(3, 0.3, {"topic": {"loss": 0.9, "accuracy": 0.5,
-                                                                                "macro_f1": 0.4}})]
-    data = chart_data("run-1", ["topic", "sentiment"], "step", 0.5, poll_seconds=0.05)
-    data["uplot_url"] = "uplot.js"
+    data = {**data, "uplot_url": "uplot.js"}
     shutil.copy(UPLOT_FILE, tmp_path / "uplot.js")
     (tmp_path / "index.html").write_text("<div id='root' style='width: 900px'></div>")
-    draws = "() => [...document.querySelectorAll('.fl-live-plot')].map(p => p.draws)"
     with static_server(tmp_path) as url, browser_page() as page:
         errors = []
         page.on("pageerror", lambda error: errors.append(str(error)))
         page.goto(f"{url}/index.html")
-        page.evaluate("""async ({src, data, first}) => {
-          window.hidden = false;
-          Object.defineProperty(document, "hidden", {get: () => window.hidden, configurable: true});
-          window.polls = []; window.news = [];
-          window.replies = [{events: first, offset: 100}];
-          window.fetch = async (url) => {
-            const offset = Number(new URL(url).searchParams.get("offset"));
-            window.polls.push(offset);
-            const body = window.replies.shift() || {events: [], offset};
-            return {ok: true, status: 200, json: async () => body};
-          };
-          const module = await import(URL.createObjectURL(new Blob([src], {type: "text/javascript"})));
-          module.default({data, parentElement: document.getElementById("root"),
-                          setTriggerValue: (name, value) => window.news.push([name, value])});
-        }""", {"src": (ROOT / "dashboard" / "live_chart.js").read_text(encoding="utf-8"), "data": data,
-               "first": [to_dict(e) for e in first]})
+        page.evaluate(MOUNT_LIVE_CHART_JS, {"src": (ROOT / "dashboard" / "live_chart.js").read_text(encoding="utf-8"),
+                                            "data": data, "first": [to_dict(e) for e in first]})
+        yield page
+        assert errors == []
+
+
+def test_the_live_chart_appends_only_new_points_and_asks_nothing_while_the_tab_is_hidden(tmp_path):
+    """live_chart.js alone, with the vendored uPlot and a stand-in for the route: new events become points
+    (smoothed as Python smooths), a poll with nothing new draws nothing, plan changes become marks (not the
+    plan the run started from), what the rest of the live view shows comes back as news, a hidden tab polls
+    no more and a visible one again, and the end of the run ends the polling."""
+    from core.events import ChangeEvent, EvalEvent, PlanEvent, StepEvent, to_dict
+    from dashboard.charts import smooth
+    from dashboard.live_chart import chart_data
+
+    first = [PlanEvent(0, ["embeddings", "layer.0", "layer.1"]), StepEvent(1, 0.1, "topic", 2.0, 1e-4),
+             StepEvent(2, 0.2, "sentiment", 1.0, 1e-4)]
+    new = [StepEvent(3, 0.3, "topic", 1.0, 1e-4), EvalEvent(3, 0.3, {"topic": {"loss": 0.9, "accuracy": 0.5,
+                                                                                "macro_f1": 0.4}}),
+           ChangeEvent(3, {"layer.2": {"relative_change": 0.01, "grad_norm": 0.1}})]
+    data = chart_data("run-1", ["topic", "sentiment"], "step", 0.5, poll_seconds=0.05)
+    draws = "() => [...document.querySelectorAll('.fl-live-plot')].map(p => p.draws)"
+    with live_chart_page(tmp_path, data, first) as page:
         page.wait_for_function("() => window.polls.length >= 4")
         assert page.evaluate("window.polls.slice(0, 3)") == [0, 100, 100]  # from the start, then from the end
         assert page.evaluate(draws) == [1, 1]  # one redraw per task chart; none for the empty polls
@@ -364,7 +383,9 @@ def test_the_live_chart_appends_only_new_points_and_asks_nothing_while_the_tab_i
         assert topic["validation loss"] == {"x": [3], "y": [0.9]}
         assert topic["accuracy"] == {"x": [3], "y": [0.5]} and topic["macro-F1"] == {"x": [3], "y": [0.4]}
         assert page.evaluate(draws) == [2, 1]  # one redraw more, for the one chart with new points
-        assert page.evaluate("window.news") == [["news", "eval"]]  # the change map and status may change
+        assert page.evaluate("() => document.querySelector('[data-task=topic]').marks") == []  # the start plan
+        # the first step (the run's setup is done), then an evaluation's change record: the view may change
+        assert page.evaluate("window.news") == [["news", "training"], ["news", "change"]]
         plan = {"kind": "plan", "step": 4, "frozen": ["embeddings", "layer.0"]}
         page.evaluate("(events) => window.replies.push({events, offset: 300})", [plan])
         page.wait_for_function("() => window.polls.includes(300)")
@@ -385,8 +406,28 @@ def test_the_live_chart_appends_only_new_points_and_asks_nothing_while_the_tab_i
         ended = page.evaluate("window.polls.length")
         page.wait_for_timeout(500)
         assert page.evaluate("window.polls.length") == ended  # the run ended: no more polling
-        assert page.evaluate("window.news") == [["news", "eval"], ["news", "plan"], ["news", "finished"]]
-        assert errors == []
+        assert page.evaluate("window.news") == [["news", "training"], ["news", "change"], ["news", "plan"],
+                                                ["news", "finished"]]
+
+
+def test_the_live_chart_stops_asking_once_the_page_says_the_run_ended(tmp_path):
+    """A run whose process was killed logs no end; the page learns it from the run's summary and sends the
+    chart ``ended``: the chart reads once more (what was logged last) and then asks no more."""
+    from core.events import StepEvent, to_dict
+    from dashboard.live_chart import chart_data
+
+    data = chart_data("run-1", ["topic"], "step", 0.0, poll_seconds=0.05)
+    with live_chart_page(tmp_path, data, [StepEvent(1, 0.1, "topic", 2.0, 1e-4)]) as page:
+        page.wait_for_function("() => window.polls.length >= 3")  # no end logged: it goes on asking
+        last = [to_dict(StepEvent(2, 0.2, "topic", 1.5, 1e-4))]
+        page.evaluate("(events) => window.replies.push({events, offset: 200})", last)
+        page.evaluate("(data) => window.mount(data)", {**data, "uplot_url": "uplot.js", "ended": True})
+        page.wait_for_function("() => window.replies.length === 0")
+        page.wait_for_timeout(300)
+        asked = page.evaluate("window.polls.length")
+        page.wait_for_timeout(500)
+        assert page.evaluate("window.polls.length") == asked  # ended: no more polling
+        assert page.evaluate("() => document.querySelector('[data-task=topic]').series['train loss'].x") == [1, 2]
 
 
 def test_a_link_opens_the_same_toggles_settings_and_readout_in_a_fresh_browser(tmp_path, tiny_bert):
