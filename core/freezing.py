@@ -37,6 +37,12 @@ class FreezePlan:
     def union(self, other: "FreezePlan") -> "FreezePlan":
         return FreezePlan.of([*self.frozen, *other.frozen])
 
+    def in_order(self, names: list[str]) -> "FreezePlan":
+        """The same plan listed in the model's part order (``<part>:<kind>`` beside its part); names the
+        model lacks last, so that a check can name them."""
+        order = {name: i for i, name in enumerate(names)}
+        return FreezePlan(tuple(sorted(self.frozen, key=lambda p: order.get(part_names.split_kind(p)[0], len(order)))))
+
     def trainable_kinds(self, part: str) -> frozenset[str] | None:
         """What of ``part`` trains: None, all of it; an empty set, nothing (frozen whole); else the kinds
         of tensor that still train (``layer.3:bias`` and ``layer.3:norm``: its biases and LayerNorms)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 
+from core.presets import plan_label
 from core.runs import Run
 
 FACETS = ("tag", "preset", "status", "backbone")
@@ -18,12 +19,12 @@ def preset_of(run: Run, summary: dict) -> str:
     """The freeze preset the run used; 'custom' for parts picked by hand, 'none' for neither. A finished
     run's summary says so; a running one's config does (read only then: YAML is the slow part)."""
     if "frozen" in summary:
-        return summary.get("preset") or ("custom" if summary["frozen"] else "none")
+        return plan_label(summary.get("preset"), summary["frozen"])
     try:
         freeze = run.config().freeze
     except ValueError:
         return "unknown"
-    return freeze.preset or ("custom" if freeze.parts else "none")
+    return plan_label(freeze.preset, freeze.parts)
 
 
 def facets(run: Run) -> dict[str, list[str]]:

@@ -134,11 +134,15 @@ def preset_plan(name: str, part_names: list[str], k: int | None = None, head: st
     raise FreezeError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
 
 
+def plan_label(preset: str | None, parts_named) -> str:
+    """What a freeze section is called in run ids and the history: its preset, else 'custom' for parts
+    picked by hand, else 'none'."""
+    return preset or ("custom" if parts_named else "none")
+
+
 def plan_from_config(freeze_config, part_names: list[str]) -> FreezePlan:
     """A config's freeze section as a plan: its preset's parts plus any listed parts."""
     plan = FreezePlan()
     if freeze_config.preset:
         plan = preset_plan(freeze_config.preset, part_names, k=freeze_config.k, head=freeze_config.head)
-    plan = plan.union(FreezePlan.of(freeze_config.parts))
-    order = {name: i for i, name in enumerate(part_names)}  # model order; unknown parts last, for the check
-    return FreezePlan.of(sorted(plan.frozen, key=lambda p: order.get(parts.split_kind(p)[0], len(order))))
+    return plan.union(FreezePlan.of(freeze_config.parts)).in_order(part_names)

@@ -32,6 +32,7 @@ from filelock import FileLock, Timeout
 
 from core import events as ev
 from core.config import ExperimentConfig, LessonConfig, dump_config, load_config
+from core.presets import plan_label
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
 ACTIVE = "running"
@@ -301,7 +302,7 @@ class RunStore:
             raise RunError(f"only {free_mb:.0f} MB free under {self.root}; a run needs at least {MIN_FREE_MB} MB")
 
     def new_id(self, config: ExperimentConfig) -> str:
-        label = config.name or config.freeze.preset or ("custom" if config.freeze.parts else "none")
+        label = config.name or plan_label(config.freeze.preset, config.freeze.parts)
         slug = re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-").lower()[:40] or "run"
         base = f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}"
         run_id, n = base, 1

@@ -41,8 +41,7 @@ def next_plan(kind: str, plan: FreezePlan, names: list[str]) -> FreezePlan | Non
     if unit is None:
         return None
     kept = [name for name in plan.frozen if parts.split_kind(name)[0] not in unit]  # a kept kind goes too
-    order = {name: i for i, name in enumerate(names)}
-    return FreezePlan.of(sorted([*kept, *added], key=lambda name: order.get(parts.split_kind(name)[0], len(order))))
+    return FreezePlan.of([*kept, *added]).in_order(names)
 
 
 def change_steps(every: int, unit: str, steps_per_epoch: int, total_steps: int) -> list[int]:

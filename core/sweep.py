@@ -159,7 +159,7 @@ def run_sweep(base: ExperimentConfig, depths: list[int] | str | None = None, pre
     RunStore(runs_dir).check_writable()
     device = check_devices(devices, base.training.device) if devices else resolve_device(base.training.device)
     with training_lock(device, queue=True):
-        plan = plan_sweep(base, depths, list(presets), seeds, runs_dir)
+        plan = plan_sweep(base, depths, list(presets), seeds, runs_dir, shared_prefix=not devices)
         if devices:
             return execute_on_devices(plan, runs_dir, stop or threading.Event(), devices, on_member, on_start,
                                       on_run)
@@ -180,7 +180,8 @@ class SweepPlan:
     needs: dict[tuple[int, str], str]  # (depth, kind) -> prefix fingerprint, for the shared prefix
 
 
-def plan_sweep(base: ExperimentConfig, depths, presets: list, seeds: int, runs_dir) -> SweepPlan:
+def plan_sweep(base: ExperimentConfig, depths, presets: list, seeds: int, runs_dir,
+               shared_prefix: bool = True) -> SweepPlan:
     """Load the backbone and the data once and check every variant's plan against its part names."""
     from core.cache import decide, prefix_fingerprint
     from core.presets import plan_from_config
@@ -198,7 +199,7 @@ def plan_sweep(base: ExperimentConfig, depths, presets: list, seeds: int, runs_d
         check_plan(plan, parts)
         trains = apply_plan(model, plan)["trainable"] > 0
         decision = decide(model, base.training.cache_frozen_prefix, trains)
-        if decision["kind"] is not None:
+        if decision["kind"] is not None and shared_prefix:  # members over devices each cache their own
             needs[(decision["depth"], decision["kind"])] = prefix_fingerprint(model, decision["depth"])
     return SweepPlan(base, probe, probe.tasks, variants, seed_list, data_seed, configs, needs)
 

@@ -18,8 +18,8 @@ def inspect_section() -> None:
     rid = st.selectbox("Run", list(by_id), key="inspect_run", format_func=lambda r: by_id[r].name)
     run = by_id[rid]
     summary = run.summary()
-    if runs_view.processes_note(summary):
-        st.caption(runs_view.processes_note(summary))
+    if note := runs_view.processes_note(summary):
+        st.caption(note)
     tasks = summary.get("tasks", {})
     for column, (task, m) in zip(st.columns(max(1, len(tasks))), tasks.items()):
         column.plotly_chart(charts.confusion_figure(m["labels"], m["confusion"],

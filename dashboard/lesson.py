@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.compare import DONE  # the statuses whose accuracies a comparison reads
 from core.config import LessonConfig
 from core.presets import PRESETS
 from dashboard import access, resources
 
 LESSON, GUESS = "_lesson", "lesson_guess"  # the active lesson; the widget key of the student's answer
-DONE = ("finished", "evaluated")
 SECTION_NAMES = {"backbone": "1. Backbone", "data": "2. Data", "freeze": "3. Freeze", "settings": "4. Settings"}
 
 
@@ -117,14 +117,31 @@ def answer(run) -> None:
     guess_column.markdown(f"Your guess: **{entry.get('guess') or '(none)'}**")
     scores = ", ".join(f"{task} {m['accuracy']:.1%}" for task, m in summary.get("tasks", {}).items())
     answer_column.markdown(f"This run ({setup_name(run)}): accuracy {scores}.")
-    mine = sorted(summary.get("frozen") or [])
-    other = next((r for r in lesson_runs(entry["title"], summary.get("started_at", 0))
-                  if sorted(r.summary().get("frozen") or []) != mine), None)
-    if other is None:
+    lines = comparison_lines(str(run.path.parent), run.id, folder_stamp(run))
+    if not lines:
         answer_column.caption("Train the other setup too, and the answer compares the two here.")
-        return
-    for line in verdict_lines(other, run):
+    for line in lines:
         answer_column.markdown(line)
+
+
+def folder_stamp(run) -> tuple[int, int]:
+    """What the comparison is worked out again after: this run's summary changing, or a run added or removed."""
+    return run.summary_path.stat().st_mtime_ns, sum(1 for _ in run.path.parent.iterdir())
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def comparison_lines(runs_root: str, run_id: str, stamp: tuple) -> list[str]:
+    """The verdict against the latest earlier run of the lesson with another setup; none without one. Once
+    per run and state of the folder: the answer is drawn on every rerun, and this reads every run's record
+    and two runs' predictions."""
+    from core.runs import RunStore
+
+    run = RunStore(runs_root).get(run_id)
+    summary = run.summary()
+    mine = sorted(summary.get("frozen") or [])
+    other = next((r for r in lesson_runs(summary["lesson"]["title"], summary.get("started_at", 0))
+                  if sorted(r.summary().get("frozen") or []) != mine), None)
+    return [] if other is None else verdict_lines(other, run)
 
 
 def verdict_lines(a, b) -> list[str]:

@@ -168,7 +168,7 @@ def references(runs) -> dict[str, dict[str, float]]:
     """Per task, the floors a trained model should clear: always guessing the validation set's most common
     class (from a confusion matrix: no model needed), and, for runs of a sweep, the untrained model the
     sweep measured (everything frozen, heads at their random start)."""
-    from core.runs import MAX_NOTE_CHARS, RunError
+    from core.runs import RunError
     from core.sweep import load_sweep
 
     out: dict[str, dict[str, float]] = {}
