@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,9 @@ import psutil
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from server import free_port  # noqa: E402 - the tests' own helper, as bench/page.py uses theirs
+
 DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "bench" / "results"
 FREEZES = {"none": {}, "lower4": {"preset": "lower_k", "k": 4}, "backbone": {"preset": "scenario2"}}
@@ -46,12 +48,6 @@ def config(args) -> dict:
         "training": {"epochs": args.epochs, "batch_size": args.batch, "max_length": 64, "seed": 0, "eval_every": 0,
                      "device": "cpu"},
     }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def timed(command: list[str], env: dict) -> float:

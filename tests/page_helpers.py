@@ -39,6 +39,11 @@ def served_page(address: str = "0.0.0.0"):
         config.set_option("server.address", before)
 
 
+def ready(at) -> bool:
+    """The page has drawn its parameter readout: the backbone's parts are counted."""
+    return len(at.metric) > 0
+
+
 def open_tab(at, label: str):
     """Select a tab, as a click would: only the open tab's content runs (the Train tab always does)."""
     at.session_state["tab"] = label

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,15 +29,10 @@ from core.batching import EncodedSplit
 from core.runs import RunStore
 from core.sweep import run_sweep
 from core.training import run_experiment
+from server import free_port
 from test_page_errors import page_env  # noqa: F401 - the page's fixture: runs folder, allowed folders
 
 LAUNCH_SECONDS = 300
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def launch(config: Path, runs: Path, processes: int = 2) -> subprocess.Popen:

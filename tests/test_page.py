@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from page_helpers import frozen_toggles, live_chart_data, new_app, open_tab, rerun_until, trainable
+from page_helpers import frozen_toggles, live_chart_data, new_app, open_tab, ready, rerun_until, trainable
 
 
 @pytest.fixture
@@ -22,10 +22,6 @@ def page_env(tmp_path, monkeypatch, tiny_bert):
     job = job_manager().current()
     if job is not None:
         job.wait(60)
-
-
-def ready(at) -> bool:
-    return len(at.metric) > 0
 
 
 def steps_logged(runs_root) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from page_helpers import frozen_toggles, new_app, rerun_until, trainable
+from page_helpers import frozen_toggles, new_app, ready, rerun_until, trainable
 from test_page import page_env  # noqa: F401  (the page's fixture: its runs folder, uploads and allowed folders)
 
 
@@ -17,7 +17,7 @@ def test_bitfit_sets_the_toggles_and_the_kept_kind_and_reads_partly_trainable(pa
     from core.model import MultiTaskModel
     from core.presets import preset_plan
 
-    at = rerun_until(new_app(tiny_bert), lambda at: len(at.metric) > 0)
+    at = rerun_until(new_app(tiny_bert), ready)
     at.button(key="preset:bitfit").click().run()
     assert frozen_toggles(at) == {"embeddings", "layer.0", "layer.1", "layer.2"}
     assert at.multiselect(key="frozen_keeps").value == ["bias"]
@@ -36,7 +36,7 @@ def test_bitfit_sets_the_toggles_and_the_kept_kind_and_reads_partly_trainable(pa
 def test_the_readout_shows_each_parts_learning_rate_and_the_setting_reaches_the_config(page_env, tiny_bert):
     import yaml
 
-    at = rerun_until(new_app(tiny_bert), lambda at: len(at.metric) > 0)
+    at = rerun_until(new_app(tiny_bert), ready)
     assert at.number_input(key="layer_lr_decay").value == 1.0
     assert readout_html(at).count("5.00e-05") == 4  # no decay: embeddings and the three layers alike
     at.number_input(key="layer_lr_decay").set_value(0.5).run()
@@ -54,7 +54,7 @@ def test_the_readout_shows_each_parts_learning_rate_and_the_setting_reaches_the_
 def test_a_schedule_on_the_page_is_checked_at_once_and_reaches_the_config(page_env, tiny_bert):
     import yaml
 
-    at = rerun_until(new_app(tiny_bert), lambda at: len(at.metric) > 0)
+    at = rerun_until(new_app(tiny_bert), ready)
     at.selectbox(key="schedule_kind").set_value("gradual_unfreeze").run()
     assert any("gradual_unfreeze has nothing to unfreeze" in e.value for e in at.error)  # nothing is frozen
     at.button(key="preset:scenario1").click().run()  # everything frozen: evaluates... until a layer unfreezes

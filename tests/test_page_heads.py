@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dashboard.charts import group_figure
 from dashboard.freeze_panel import task_outlook
-from page_helpers import new_app, rerun_until
+from page_helpers import new_app, ready, rerun_until
 from test_page import page_env  # noqa: F401  (the page's fixture: its runs folder, uploads and allowed folders)
 
 PARTS = ["embeddings", "layer.0", "layer.1", "head.topic", "head.sentiment"]
@@ -29,7 +29,7 @@ def test_outlooks_say_what_happens_to_each_task():
 
 
 def test_the_page_explains_scenario3_and_writes_trains_backbone(page_env, tiny_bert):
-    at = rerun_until(new_app(tiny_bert), lambda a: len(a.metric) > 0)
+    at = rerun_until(new_app(tiny_bert), ready)
     at.session_state["preset_head"] = "topic"
     at.button(key="preset:scenario3").click().run()
     assert any(i.value.startswith("topic: its head is fixed, but the backbone under it still changes")

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from page_helpers import APP, frozen_toggles, new_app, rerun_until, served_page, stop_every_job, trainable
+from page_helpers import APP, frozen_toggles, new_app, ready, rerun_until, served_page, stop_every_job, trainable
 
 LESSON_LINK = {"lesson.title": "Does freezing the lower layers hurt?", "lesson.hide": ["backbone", "settings"],
                "lesson.lock": "freeze", "lesson.ask": "Which will score higher on sentiment?",
@@ -26,10 +26,6 @@ def page_env(tmp_path, monkeypatch, tiny_bert):
         monkeypatch.delenv(variable, raising=False)
     yield SimpleNamespace(root=tmp_path, runs=tmp_path / "runs", backbone=tiny_bert)
     stop_every_job()
-
-
-def ready(at) -> bool:
-    return len(at.metric) > 0
 
 
 def open_link(params: dict, fresh_server: bool = True):

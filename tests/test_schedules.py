@@ -115,6 +115,7 @@ def part_tensors(state: dict, part: str) -> dict[str, torch.Tensor]:
 
 
 def same(a: dict, b: dict, part: str) -> bool:
+    assert part_tensors(a, part), part  # a part that matched no tensor would read as unchanged
     return all(torch.equal(t, part_tensors(b, part)[n]) for n, t in part_tensors(a, part).items())
 
 
